@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEDULE_NAMES = ("constant", "linear", "warmup_cosine", "warmup_exponential", "warmup_step")
+OPTIMIZER_NAMES = ("adamw", "lamb")
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -208,8 +209,9 @@ class PlateauConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with per-group schedules (upstream: betas 0.8/0.99, eps 1e-9, wd 0.01)."""
+    """AdamW (or LAMB) with per-group schedules (upstream: AdamW, betas 0.8/0.99, eps 1e-9, wd 0.01)."""
 
+    name: str = "adamw"
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     groups: tuple[GroupConfig, ...] = (GroupConfig(name="all", pattern=""),)
     b1: float = 0.8
@@ -502,12 +504,17 @@ def validate_schedule(schedule: ScheduleConfig, key: str) -> None:
         _check(schedule.decay_every >= 1, f"{key}.decay_every", f"must be >= 1, got {schedule.decay_every}")
     if schedule.name == "warmup_step":
         b = schedule.boundaries
-        _check(all(x > 0 for x in b) and list(b) == sorted(set(b)), f"{key}.boundaries", f"must be strictly increasing positive steps, got {list(b)}")
+        _check(
+            all(x > 0 for x in b) and list(b) == sorted(set(b)),
+            f"{key}.boundaries",
+            f"must be strictly increasing positive steps, got {list(b)}",
+        )
         _check(0 < schedule.drop_factor <= 1, f"{key}.drop_factor", f"must be in (0, 1], got {schedule.drop_factor}")
 
 
 def validate_optim(optim: OptimConfig, key: str) -> None:
     """Raise :class:`ConfigError` for an optimizer config that cannot be built."""
+    _check(optim.name in OPTIMIZER_NAMES, f"{key}.name", f"unknown optimizer {optim.name!r}; choose one of {', '.join(OPTIMIZER_NAMES)}")
     validate_schedule(optim.schedule, f"{key}.schedule")
     _check(len(optim.groups) > 0, f"{key}.groups", "at least one parameter group is required")
     names = [g.name for g in optim.groups]
@@ -554,16 +561,32 @@ def validate(config: Config) -> None:
     a = config.audio
     _positive(a, "audio", ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "ssl_sample_rate"))
     _check(a.win_length <= a.n_fft, "audio.win_length", f"must be <= n_fft ({a.n_fft})")
-    _check(a.n_fft > a.hop_length and (a.n_fft - a.hop_length) % 2 == 0, "audio.hop_length", "n_fft - hop_length must be positive and even (reflect padding)")
+    _check(
+        a.n_fft > a.hop_length and (a.n_fft - a.hop_length) % 2 == 0,
+        "audio.hop_length",
+        "n_fft - hop_length must be positive and even (reflect padding)",
+    )
     _check(a.fmax is None or a.fmin < a.fmax <= a.sample_rate / 2, "audio.fmax", "must lie in (fmin, sample_rate / 2]")
-    _check(a.sample_rate * 320 == a.ssl_sample_rate * a.hop_length, "audio.hop_length", "spectrogram frames must align with 50 Hz SSL frames (hop / sample_rate == 320 / ssl_sample_rate)")
+    _check(
+        a.sample_rate * 320 == a.ssl_sample_rate * a.hop_length,
+        "audio.hop_length",
+        "spectrogram frames must align with 50 Hz SSL frames (hop / sample_rate == 320 / ssl_sample_rate)",
+    )
 
     d = config.data
     _check(0 < d.min_seconds < d.max_seconds, "data.min_seconds", f"must be > 0 and < max_seconds ({d.max_seconds})")
     _positive(d, "data", ("max_phonemes", "num_workers"))
     _check(d.eval_utterances >= 0, "data.eval_utterances", "must be >= 0")
-    _check(list(d.bucket_boundaries) == sorted(set(d.bucket_boundaries)) and len(d.bucket_boundaries) >= 2, "data.bucket_boundaries", "must be at least two strictly increasing frame counts")
-    _check(config.ssl.extractor in ("spectral", "hubert"), "ssl.extractor", f"unknown extractor {config.ssl.extractor!r}; choose spectral or hubert")
+    _check(
+        list(d.bucket_boundaries) == sorted(set(d.bucket_boundaries)) and len(d.bucket_boundaries) >= 2,
+        "data.bucket_boundaries",
+        "must be at least two strictly increasing frame counts",
+    )
+    _check(
+        config.ssl.extractor in ("spectral", "hubert"),
+        "ssl.extractor",
+        f"unknown extractor {config.ssl.extractor!r}; choose spectral or hubert",
+    )
     _positive(config.ssl, "ssl", ("dim",))
 
     g = config.gpt
@@ -571,22 +594,59 @@ def validate(config: Config) -> None:
     _check(g.hidden_dim % g.num_heads == 0, "gpt.num_heads", f"hidden_dim {g.hidden_dim} is not divisible by {g.num_heads} heads")
     _check(0 <= g.dropout < 1 and 0 <= g.embedding_dropout < 1, "gpt.dropout", "must be in [0, 1)")
     _check(g.loss_reduction in ("sum", "mean"), "gpt.loss_reduction", f"must be sum or mean, got {g.loss_reduction!r}")
-    _check(g.phoneme_vocab_size == config.text.phoneme_vocab_size, "gpt.phoneme_vocab_size", f"must equal text.phoneme_vocab_size ({config.text.phoneme_vocab_size})")
+    _check(
+        g.phoneme_vocab_size == config.text.phoneme_vocab_size,
+        "gpt.phoneme_vocab_size",
+        f"must equal text.phoneme_vocab_size ({config.text.phoneme_vocab_size})",
+    )
 
     s = config.sovits
-    _positive(s, "sovits", ("inter_channels", "hidden_channels", "filter_channels", "n_heads", "n_layers", "gin_channels", "codebook_size", "n_q", "segment_frames", "upsample_initial_channel"))
-    _check(s.hidden_channels % s.n_heads == 0, "sovits.n_heads", f"hidden_channels {s.hidden_channels} is not divisible by {s.n_heads} heads")
+    _positive(
+        s,
+        "sovits",
+        (
+            "inter_channels",
+            "hidden_channels",
+            "filter_channels",
+            "n_heads",
+            "n_layers",
+            "gin_channels",
+            "codebook_size",
+            "n_q",
+            "segment_frames",
+            "upsample_initial_channel",
+        ),
+    )
+    _check(
+        s.hidden_channels % s.n_heads == 0, "sovits.n_heads", f"hidden_channels {s.hidden_channels} is not divisible by {s.n_heads} heads"
+    )
     _check(s.mrte_hidden % s.mrte_heads == 0, "sovits.mrte_heads", "mrte_hidden must be divisible by mrte_heads")
     _check(s.inter_channels % 2 == 0, "sovits.inter_channels", "must be even (coupling layers split it in half)")
     _check(s.ref_spec_bins <= a.spec_channels, "sovits.ref_spec_bins", f"must be <= spectrogram bins ({a.spec_channels})")
-    _check(math.prod(s.upsample_rates) == a.hop_length, "sovits.upsample_rates", f"product {math.prod(s.upsample_rates)} must equal audio.hop_length {a.hop_length}")
+    _check(
+        math.prod(s.upsample_rates) == a.hop_length,
+        "sovits.upsample_rates",
+        f"product {math.prod(s.upsample_rates)} must equal audio.hop_length {a.hop_length}",
+    )
     _check(len(s.upsample_rates) == len(s.upsample_kernel_sizes), "sovits.upsample_kernel_sizes", "needs one kernel per upsample rate")
-    _check(s.upsample_initial_channel % 2 ** len(s.upsample_rates) == 0, "sovits.upsample_initial_channel", f"must be divisible by 2**{len(s.upsample_rates)}")
+    _check(
+        s.upsample_initial_channel % 2 ** len(s.upsample_rates) == 0,
+        "sovits.upsample_initial_channel",
+        f"must be divisible by 2**{len(s.upsample_rates)}",
+    )
     for i, (u, k) in enumerate(zip(s.upsample_rates, s.upsample_kernel_sizes)):
         _check(k >= u and (k - u) % 2 == 0, f"sovits.upsample_kernel_sizes[{i}]", f"kernel {k} must be >= rate {u} with even difference")
-    _check(len(s.resblock_kernel_sizes) == len(s.resblock_dilation_sizes), "sovits.resblock_dilation_sizes", "needs one dilation list per resblock kernel")
+    _check(
+        len(s.resblock_kernel_sizes) == len(s.resblock_dilation_sizes),
+        "sovits.resblock_dilation_sizes",
+        "needs one dilation list per resblock kernel",
+    )
     _check(0 < s.codebook_decay < 1, "sovits.codebook_decay", "must be in (0, 1)")
-    _check(config.gpt.vocab_size == s.codebook_size + 1, "gpt.vocab_size", f"must be sovits.codebook_size + 1 = {s.codebook_size + 1} (semantic codes + EOS)")
+    _check(
+        config.gpt.vocab_size == s.codebook_size + 1,
+        "gpt.vocab_size",
+        f"must be sovits.codebook_size + 1 = {s.codebook_size + 1} (semantic codes + EOS)",
+    )
 
     disc = config.discriminator
     _check(len(disc.periods) > 0 and all(p > 1 for p in disc.periods), "discriminator.periods", "must be periods > 1")

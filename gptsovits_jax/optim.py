@@ -1,0 +1,347 @@
+"""Per-submodule optimizers: parameter groups chosen by regex over parameter paths.
+
+One function turns an optimizer config and a parameter tree into one optax chain::
+
+    zero frozen grads -> [clip by global norm] -> multi_transform(per-group AdamW) -> [reduce on plateau]
+    wrapped in [MultiSteps gradient accumulation] and apply_if_finite (non-finite gradients skip the update)
+
+A parameter's path is its keys joined by ``/`` (``enc_p/text_embedding/embedding``,
+``h/layers_3/linear1/kernel``). Groups are tried in order; each parameter joins
+the first group whose ``pattern`` matches (``re.search``) and every parameter
+must match one, otherwise :class:`UncoveredParametersError` lists the ones that
+do not. A group with no schedule is frozen: ``optax.set_to_zero``, exactly zero
+updates and no weight decay. Staged unfreezing is a schedule that is zero until
+its start step (:func:`gptsovits_jax.schedules.delayed`).
+
+This module imports only jax, optax and the standard library (and, for typing, the
+dataclasses of :mod:`gptsovits_jax.config`, which import nothing else).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gptsovits_jax import schedules as schedules_lib
+from gptsovits_jax.schedules import Schedule
+
+__all__ = [
+    "Optimizer",
+    "ParamGroup",
+    "ScheduleWarning",
+    "UncoveredParametersError",
+    "build_optimizer",
+    "build_optimizer_from_groups",
+    "check_step_size_adaptation",
+    "groups_from_config",
+    "label_params",
+    "param_path",
+    "plateau_scale",
+    "skipped_updates",
+    "update_count",
+]
+
+
+class UncoveredParametersError(ValueError):
+    """Some parameters match no group pattern; ``paths`` lists them."""
+
+    def __init__(self, paths: Sequence[str], group_names: Sequence[str]):
+        self.paths = list(paths)
+        shown = "\n  ".join(self.paths[:50])
+        more = f"\n  ... and {len(self.paths) - 50} more" if len(self.paths) > 50 else ""
+        super().__init__(
+            f"{len(self.paths)} parameter(s) match no optimizer group (groups: {', '.join(group_names)}); "
+            f"add a group whose pattern covers them, e.g. a last catch-all group with pattern '':\n  {shown}{more}"
+        )
+
+
+class ScheduleWarning(UserWarning):
+    """A learning-rate schedule is combined with something that makes it misleading."""
+
+
+@dataclass(frozen=True)
+class ParamGroup:
+    """A named group: parameters whose path matches ``pattern``, updated under ``schedule``.
+
+    ``schedule`` is the group's effective learning rate (multiplier included), or
+    ``None`` for a frozen group.
+    """
+
+    name: str
+    pattern: str
+    schedule: Schedule | None
+
+    @property
+    def frozen(self) -> bool:
+        return self.schedule is None
+
+
+def param_path(path: Sequence[Any]) -> str:
+    """``'/'``-joined keys of a pytree path (``('enc_p', 'proj', 'kernel')`` -> ``enc_p/proj/kernel``)."""
+    parts = []
+    for entry in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                parts.append(str(getattr(entry, attr)))
+                break
+        else:
+            parts.append(str(entry))
+    return "/".join(parts)
+
+
+def label_params(params: Any, groups: Sequence[tuple[str, str]] | Sequence[ParamGroup]) -> Any:
+    """A pytree like ``params`` holding each parameter's group name.
+
+    Args:
+      params: the parameter pytree (nested dicts, as Flax produces).
+      groups: ordered ``(name, pattern)`` pairs or :class:`ParamGroup` s; first match wins.
+
+    Raises:
+      UncoveredParametersError: listing every path that matches no pattern.
+    """
+    pairs = [(g.name, g.pattern) if isinstance(g, ParamGroup) else (g[0], g[1]) for g in groups]
+    compiled = [(name, re.compile(pattern)) for name, pattern in pairs]
+    uncovered: list[str] = []
+
+    def label(path, _):
+        text = param_path(path)
+        for name, regex in compiled:
+            if regex.search(text):
+                return name
+        uncovered.append(text)
+        return None
+
+    labels = jax.tree_util.tree_map_with_path(label, params)
+    if uncovered:
+        raise UncoveredParametersError(uncovered, [name for name, _ in pairs])
+    return labels
+
+
+def group_sizes(params: Any, labels: Any) -> dict[str, int]:
+    """Number of scalar parameters in each group."""
+    sizes: dict[str, int] = {}
+    for leaf, name in zip(jax.tree.leaves(params), jax.tree.leaves(labels)):
+        sizes[name] = sizes.get(name, 0) + int(leaf.size)
+    return sizes
+
+
+def _collect(tree: Any, state_type: type) -> list[Any]:
+    return [x for x in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, state_type)) if isinstance(x, state_type)]
+
+
+def update_count(opt_state: Any) -> jax.Array:
+    """Optimizer updates applied so far (skipped non-finite steps and accumulation micro-steps excluded).
+
+    This is the step every group's schedule is evaluated at.
+    """
+    for state_type in (optax.ScaleByScheduleState, optax.ScaleByAdamState):
+        found = _collect(opt_state, state_type)
+        if found:
+            return found[0].count
+    return jnp.zeros((), jnp.int32)
+
+
+def skipped_updates(opt_state: Any) -> jax.Array:
+    """Total updates skipped because a gradient was NaN or infinite (0 without ``apply_if_finite``)."""
+    found = _collect(opt_state, optax.ApplyIfFiniteState)
+    return found[0].total_notfinite if found else jnp.zeros((), jnp.int32)
+
+
+def plateau_scale(opt_state: Any) -> jax.Array:
+    """Current reduce-on-plateau factor (1.0 without a plateau element)."""
+    found = _collect(opt_state, schedules_lib.PlateauState)
+    return found[0].plateau.scale if found else jnp.ones((), jnp.float32)
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """The optax transformation plus what the loop needs to log and inspect it.
+
+    Attributes:
+      tx: the full transformation (``tx.init(params)``, ``tx.update(grads, state, params)``).
+      labels: pytree like params with each parameter's group name.
+      groups: the groups, in matching order.
+      sizes: scalar parameter count per group.
+    """
+
+    tx: optax.GradientTransformation
+    labels: Any
+    groups: tuple[ParamGroup, ...]
+    sizes: Mapping[str, int]
+
+    def learning_rates(self, step: Any, scale: Any = 1.0) -> dict[str, jax.Array]:
+        """Every group's learning rate at optimizer step ``step`` (frozen groups: 0), times ``scale``.
+
+        Pass ``scale=plateau_scale(opt_state)`` to include reduce-on-plateau.
+        """
+        out = {}
+        for group in self.groups:
+            lr = jnp.zeros((), jnp.float32) if group.schedule is None else jnp.asarray(group.schedule(step), jnp.float32)
+            out[group.name] = lr * scale
+        return out
+
+    def current_learning_rates(self, opt_state: Any) -> dict[str, jax.Array]:
+        """Every group's learning rate for the next update of ``opt_state``."""
+        return self.learning_rates(update_count(opt_state), plateau_scale(opt_state))
+
+
+def check_step_size_adaptation(tx: optax.GradientTransformation | None, params: Any, context: str, *, trust_ratio: bool = False) -> bool:
+    """Warn (:class:`ScheduleWarning`) when a schedule would not be the step size; return whether it warned.
+
+    Two cases make a learning-rate schedule misleading:
+
+    - ``trust_ratio``: LAMB/LARS rescale each layer's update to ``||w|| / ||u||``, so
+      the schedule only sets a relative factor and the logged ``lr/<group>`` is not
+      the step size;
+    - ``tx`` already applies a learning rate of its own (an optax optimizer built
+      with a schedule or through ``inject_hyperparams``): it multiplies the group
+      schedule (double scaling). A constant learning rate folded into ``tx`` leaves
+      no trace in its state and cannot be detected; pass ``optax.scale_by_adam(...)``
+      style transformations, not full optimizers.
+    """
+    warned = False
+    if trust_ratio:
+        warnings.warn(
+            f"{context}: a trust-ratio optimizer (LAMB/LARS) rescales every layer's update to ||w||/||u||, so the "
+            "learning-rate schedule only sets a relative factor and the logged lr/<group> is not the step size; "
+            "use adamw if you want the schedule to be the step size",
+            ScheduleWarning,
+            stacklevel=3,
+        )
+        warned = True
+    if tx is not None:
+        state = jax.eval_shape(tx.init, params)
+        nodes = jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, tuple) and hasattr(x, "_fields"))
+        if any(isinstance(x, optax.ScaleByScheduleState) or "learning_rate" in (getattr(x, "hyperparams", None) or {}) for x in nodes):
+            warnings.warn(
+                f"{context}: the transformation already applies a learning rate; the group schedules multiply it "
+                "(double scaling) and the logged learning rates are wrong. Pass a transformation without a learning "
+                "rate, e.g. optax.scale_by_adam(...)",
+                ScheduleWarning,
+                stacklevel=3,
+            )
+            warned = True
+    return warned
+
+
+def groups_from_config(optim_cfg: Any, total_steps: int | None = None) -> tuple[ParamGroup, ...]:
+    """:class:`ParamGroup` s from an :class:`~gptsovits_jax.config.OptimConfig`.
+
+    Each group's schedule is its own ``schedule`` or the config's, delayed to
+    ``unfreeze_step`` when set, and multiplied by ``lr_mult``.
+    """
+    groups = []
+    for g in optim_cfg.groups:
+        if g.frozen:
+            groups.append(ParamGroup(g.name, g.pattern, None))
+            continue
+        schedule = schedules_lib.from_config(g.schedule or optim_cfg.schedule, total_steps=total_steps)
+        if g.unfreeze_step:
+            schedule = schedules_lib.delayed(schedule, g.unfreeze_step)
+        groups.append(ParamGroup(g.name, g.pattern, schedules_lib.scaled(schedule, g.lr_mult)))
+    return tuple(groups)
+
+
+def _plateau_from_config(cfg: Any) -> optax.GradientTransformationExtraArgs | None:
+    if cfg is None:
+        return None
+    return schedules_lib.reduce_on_plateau(
+        factor=cfg.factor, patience=cfg.patience, rtol=cfg.rtol, cooldown=cfg.cooldown, min_scale=cfg.min_scale
+    )
+
+
+def build_optimizer(
+    optim_cfg: Any, params: Any, *, total_steps: int | None = None, base_transform: optax.GradientTransformation | None = None
+) -> Optimizer:
+    """Build the optimizer an :class:`~gptsovits_jax.config.OptimConfig` describes for ``params``.
+
+    ``params`` may be concrete arrays or ``jax.ShapeDtypeStruct`` s (only paths and
+    sizes are read). ``base_transform`` replaces the per-group ``scale_by_adam`` (it
+    must not apply a learning rate itself; a warning says so if it does).
+    """
+    return build_optimizer_from_groups(
+        groups_from_config(optim_cfg, total_steps),
+        params,
+        name=optim_cfg.name,
+        b1=optim_cfg.b1,
+        b2=optim_cfg.b2,
+        eps=optim_cfg.eps,
+        weight_decay=optim_cfg.weight_decay,
+        weight_decay_pattern=optim_cfg.weight_decay_pattern,
+        clip_norm=optim_cfg.clip_norm,
+        grad_accum_steps=optim_cfg.grad_accum_steps,
+        skip_nonfinite=optim_cfg.skip_nonfinite,
+        max_consecutive_nonfinite=optim_cfg.max_consecutive_nonfinite,
+        plateau=_plateau_from_config(optim_cfg.plateau),
+        base_transform=base_transform,
+    )
+
+
+def build_optimizer_from_groups(
+    groups: Sequence[ParamGroup],
+    params: Any,
+    *,
+    name: str = "adamw",
+    b1: float = 0.8,
+    b2: float = 0.99,
+    eps: float = 1e-9,
+    weight_decay: float = 0.01,
+    weight_decay_pattern: str = r"(kernel|weight_v)$",
+    clip_norm: float | None = None,
+    grad_accum_steps: int = 1,
+    skip_nonfinite: bool = True,
+    max_consecutive_nonfinite: int = 1000,
+    plateau: optax.GradientTransformationExtraArgs | None = None,
+    base_transform: optax.GradientTransformation | None = None,
+) -> Optimizer:
+    """Build the chain described in the module docstring from explicit groups.
+
+    Weight decay is decoupled (AdamW: ``p -= lr * wd * p``) and applies to
+    parameters whose path matches ``weight_decay_pattern`` (kernels by default),
+    never to frozen groups.
+    """
+    if name not in ("adamw", "lamb"):
+        raise ValueError(f"unknown optimizer {name!r}; choose adamw or lamb")
+    groups = tuple(groups)
+    labels = label_params(params, groups)
+    decay_regex = re.compile(weight_decay_pattern)
+
+    def decay_mask(tree):
+        return jax.tree_util.tree_map_with_path(lambda p, _: bool(decay_regex.search(param_path(p))), tree)
+
+    def group_transform(group: ParamGroup) -> optax.GradientTransformation:
+        if group.frozen:
+            return optax.set_to_zero()
+        parts = [base_transform if base_transform is not None else optax.scale_by_adam(b1=b1, b2=b2, eps=eps)]
+        if weight_decay > 0:
+            parts.append(optax.add_decayed_weights(weight_decay, mask=decay_mask))
+        if name == "lamb":
+            parts.append(optax.scale_by_trust_ratio())
+        parts.append(optax.scale_by_learning_rate(group.schedule))
+        return optax.chain(*parts)
+
+    transforms = {g.name: group_transform(g) for g in groups}
+    check_step_size_adaptation(base_transform, params, f"optimizer {name!r}", trust_ratio=name == "lamb")
+    frozen_names = {g.name for g in groups if g.frozen}
+    chain = []
+    if frozen_names:
+        # Frozen gradients are zeroed first so they never enter the clipping norm.
+        chain.append(optax.masked(optax.set_to_zero(), jax.tree.map(lambda label: label in frozen_names, labels)))
+    if clip_norm is not None:
+        chain.append(optax.clip_by_global_norm(clip_norm))
+    chain.append(optax.multi_transform(transforms, labels))
+    if plateau is not None:
+        chain.append(plateau)
+    tx: optax.GradientTransformation = optax.chain(*chain)
+    if grad_accum_steps > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=grad_accum_steps).gradient_transformation()
+    if skip_nonfinite:
+        tx = optax.apply_if_finite(tx, max_consecutive_errors=max_consecutive_nonfinite)
+    return Optimizer(tx=tx, labels=labels, groups=groups, sizes=group_sizes(params, labels))

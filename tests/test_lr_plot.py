@@ -1,0 +1,55 @@
+"""`gptsovits-jax plot-lr`: every group's curve, written as a PNG."""
+
+import numpy as np
+import pytest
+
+from gptsovits_jax import schedules
+from gptsovits_jax.cli import main
+from gptsovits_jax.lr_plot import learning_rate_curves
+
+
+def test_curves_cover_every_group_of_the_stage(tiny_config):
+    steps, curves = learning_rate_curves(tiny_config, "sovits", num_points=31)
+    assert list(curves) == ["frozen", "text_low_lr", "generator", "discriminator"]
+    assert steps[0] == 0 and steps[-1] == tiny_config.sovits_train.steps
+    assert np.all(curves["frozen"] == 0)
+    np.testing.assert_allclose(curves["text_low_lr"], 0.4 * curves["generator"], rtol=1e-6)
+    ref = schedules.warmup_cosine(2e-4, 20, 300, init_lr=1e-5, end_lr=1e-5)
+    np.testing.assert_allclose(curves["generator"], [float(ref(int(s))) for s in steps], rtol=1e-6)
+
+
+def test_gpt_curves_show_staged_unfreezing(tiny_config):
+    steps, curves = learning_rate_curves(tiny_config, "gpt", num_points=301)
+    bottom = curves["gpt_frozen_bottom"]
+    assert np.all(bottom[steps < 50] == 0) and np.all(bottom[steps >= 50] > 0)
+
+
+def test_plot_lr_command_writes_png(repo_root, tmp_path, capsys):
+    out = tmp_path / "lr.png"
+    assert main(["plot-lr", "--config", str(repo_root / "configs/v2.yaml"), "--stage", "sovits", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert "text_low_lr" in printed and "discriminator" in printed
+
+
+def test_plot_lr_reports_config_errors(repo_root, tmp_path, capsys):
+    code = main(
+        [
+            "plot-lr",
+            "--config",
+            str(repo_root / "configs/tiny.yaml"),
+            "--stage",
+            "gpt",
+            "--set",
+            "gpt_train.steps=0",
+            "--out",
+            str(tmp_path / "x.png"),
+        ]
+    )
+    assert code == 2
+    assert "gpt_train.steps: must be > 0" in capsys.readouterr().err
+
+
+def test_unknown_stage_is_rejected(tiny_config):
+    with pytest.raises(ValueError, match="unknown stage"):
+        learning_rate_curves(tiny_config, "vocoder")
