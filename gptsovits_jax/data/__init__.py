@@ -1,0 +1,1 @@
+"""Manifests, preprocessing, SSL features and the grain input pipeline."""
