@@ -1,0 +1,534 @@
+"""Shared building blocks of the SoVITS synthesizer and the HiFi-GAN discriminators.
+
+Layouts are channels-last: frame sequences ``[B, T, C]`` (T frames at 50 Hz unless
+stated), 2-D maps ``[B, H, W, C]``. Masks are ``[B, T]`` with 1 on valid frames.
+
+Parameter names mirror the upstream PyTorch modules (``GPT_SoVITS/module``) so a
+weight importer and regex-based optimizer groups can address them:
+
+* a PyTorch ``ModuleList`` entry ``name.{i}`` becomes the submodule ``name_{i}``
+  (``in_layers.3`` -> ``in_layers_3``, ``norm_layers_1.0`` -> ``norm_layers_1_0``);
+* plain convolutions and linear layers hold ``kernel`` and ``bias``; a PyTorch
+  ``weight`` of shape ``[out, in/groups, k]`` is stored as ``kernel[k, in/groups, out]``
+  (``[kh, kw, in, out]`` for 2-D convolutions, ``[in, out]`` for linear layers);
+* weight-normed convolutions hold ``weight_v`` (same layout as ``kernel``),
+  ``weight_g`` (1-D, the size of PyTorch's dim 0: out channels for convolutions,
+  **in** channels for ``ConvTranspose1d`` whose PyTorch weight is ``[in, out, k]``) and
+  ``bias``; the effective kernel is ``weight_g * weight_v / ||weight_v||`` with the norm
+  over every other axis (``torch.nn.utils.weight_norm`` with ``dim=0``);
+* spectral-normed convolutions hold ``weight_orig`` and ``bias`` as parameters and the
+  power-iteration vector ``weight_u`` in the :data:`SPECTRAL_COLLECTION` collection;
+* ``LayerNorm`` holds ``gamma``/``beta``, embeddings hold ``embedding``.
+
+Initialisation follows PyTorch defaults unless a module says otherwise: convolution
+and linear weights and biases ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Dtype = Any
+Initializer = Callable[..., jax.Array]
+
+LRELU_SLOPE = 0.1
+SPECTRAL_COLLECTION = "spectral_stats"
+NORMS = (None, "weight", "spectral")
+
+
+# --------------------------------------------------------------------------- functions
+
+
+def torch_uniform(fan_in: int) -> Initializer:
+    """PyTorch's default weight/bias initialiser for conv and linear layers: ``U(-b, b)``, ``b = 1/sqrt(fan_in)``."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: Dtype = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def sequence_mask(lengths: jax.Array, max_len: int, dtype: Dtype = jnp.float32) -> jax.Array:
+    """``[B]`` lengths -> ``[B, max_len]`` mask, 1 where the position index is below the length."""
+    return (jnp.arange(max_len)[None, :] < lengths[:, None]).astype(dtype)
+
+
+def norm_except(v: jax.Array, axis: int) -> jax.Array:
+    """L2 norm of ``v`` over every axis but ``axis``: a 1-D array of length ``v.shape[axis]``."""
+    axes = tuple(a for a in range(v.ndim) if a != axis % v.ndim)
+    return jnp.sqrt(jnp.sum(jnp.square(v), axis=axes))
+
+
+def weight_norm(v: jax.Array, g: jax.Array, axis: int) -> jax.Array:
+    """Effective weight-normed kernel ``g * v / ||v||`` (norm over all axes but ``axis``; ``g`` is 1-D)."""
+    shape = [1] * v.ndim
+    shape[axis] = v.shape[axis]
+    return v * (g / norm_except(v, axis)).reshape(shape)
+
+
+def conv1d(
+    x: jax.Array,
+    kernel: jax.Array,
+    *,
+    stride: int = 1,
+    padding: tuple[int, int] = (0, 0),
+    dilation: int = 1,
+    groups: int = 1,
+) -> jax.Array:
+    """PyTorch ``Conv1d`` semantics in channels-last layout.
+
+    Args:
+      x: ``[B, T, C_in]``.
+      kernel: ``[K, C_in / groups, C_out]``.
+      padding: zeros added (left, right) along time.
+
+    Returns:
+      ``[B, (T + pl + pr - dilation * (K - 1) - 1) // stride + 1, C_out]``.
+    """
+    if kernel.shape[0] == 1 and stride == 1 and groups == 1 and padding == (0, 0):
+        return jnp.einsum("btc,co->bto", x, kernel[0])
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(stride,),
+        padding=(padding,),
+        rhs_dilation=(dilation,),
+        dimension_numbers=("NWC", "WIO", "NWC"),
+        feature_group_count=groups,
+    )
+
+
+def conv_transpose1d(x: jax.Array, kernel: jax.Array, *, stride: int, padding: int) -> jax.Array:
+    """PyTorch ``ConvTranspose1d`` semantics in channels-last layout.
+
+    Args:
+      x: ``[B, T, C_in]``.
+      kernel: ``[K, C_in, C_out]`` (PyTorch's ``[C_in, C_out, K]`` with the tap axis first).
+      stride: upsampling factor; ``padding`` trims that many samples at both ends.
+
+    Returns:
+      ``[B, (T - 1) * stride - 2 * padding + K, C_out]``.
+    """
+    k = kernel.shape[0]
+    # A transposed convolution is the correlation of the stride-dilated input with the flipped kernel.
+    return lax.conv_general_dilated(
+        x,
+        jnp.flip(kernel, axis=0),
+        window_strides=(1,),
+        padding=((k - 1 - padding, k - 1 - padding),),
+        lhs_dilation=(stride,),
+        dimension_numbers=("NWC", "WIO", "NWC"),
+    )
+
+
+def conv2d(
+    x: jax.Array,
+    kernel: jax.Array,
+    *,
+    stride: tuple[int, int] = (1, 1),
+    padding: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0)),
+) -> jax.Array:
+    """PyTorch ``Conv2d`` semantics in channels-last layout: ``x [B, H, W, C_in]``, ``kernel [kh, kw, C_in, C_out]``."""
+    return lax.conv_general_dilated(x, kernel, window_strides=stride, padding=padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def mish(x: jax.Array) -> jax.Array:
+    """``x * tanh(softplus(x))``."""
+    return x * jnp.tanh(jax.nn.softplus(x))
+
+
+# --------------------------------------------------------------------------- normalised kernels
+
+
+def _normalised_kernel(
+    module: nn.Module,
+    shape: tuple[int, ...],
+    norm_axis: int,
+    norm: str | None,
+    kernel_init: Initializer,
+) -> jax.Array:
+    """Create the kernel parameters of ``module`` for ``norm`` and return the effective kernel.
+
+    ``norm_axis`` is the kernel axis that PyTorch's dim 0 maps to (the axis of ``weight_g``
+    and of the spectral-norm rows).
+    """
+    if norm not in NORMS:
+        raise ValueError(f"{module.name}: unknown norm {norm!r}; choose one of {NORMS}")
+    if norm is None:
+        return module.param("kernel", kernel_init, shape)
+    if norm == "weight":
+        v = module.param("weight_v", kernel_init, shape)
+        g = module.param("weight_g", lambda _key: norm_except(v, norm_axis))
+        return weight_norm(v, g, norm_axis)
+    w = module.param("weight_orig", kernel_init, shape)
+    matrix = jnp.moveaxis(w, norm_axis, 0).reshape(shape[norm_axis], -1)
+    u_var = module.variable(
+        SPECTRAL_COLLECTION,
+        "weight_u",
+        lambda: _l2_normalise(jax.random.normal(module.make_rng("params"), (shape[norm_axis],))),
+    )
+    u = u_var.value
+    # One power iteration per call (PyTorch does one per training forward); u and v are constants for autodiff.
+    v = lax.stop_gradient(_l2_normalise(matrix.T @ u))
+    u = lax.stop_gradient(_l2_normalise(matrix @ v))
+    if module.is_mutable_collection(SPECTRAL_COLLECTION) and not module.is_initializing():
+        u_var.value = u
+    sigma = jnp.dot(u, matrix @ v)
+    return w / sigma
+
+
+def _l2_normalise(x: jax.Array) -> jax.Array:
+    return x / jnp.maximum(jnp.linalg.norm(x), 1e-12)
+
+
+def _pair(padding: int | tuple[int, int]) -> tuple[int, int]:
+    return (padding, padding) if isinstance(padding, int) else (int(padding[0]), int(padding[1]))
+
+
+# --------------------------------------------------------------------------- convolutions
+
+
+class Conv1d(nn.Module):
+    """PyTorch-style ``Conv1d`` on ``[B, T, C_in]`` -> ``[B, T', features]``, optionally weight- or spectral-normed.
+
+    Attributes:
+      padding: zeros added at both ends (int) or (left, right).
+      norm: ``None``, ``"weight"`` (``weight_v``/``weight_g``) or ``"spectral"``.
+      kernel_init, bias_init: initialisers of the (unnormalised) kernel and the bias; ``None`` = PyTorch default.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: int | tuple[int, int] = 0
+    dilation: int = 1
+    groups: int = 1
+    use_bias: bool = True
+    norm: str | None = None
+    kernel_init: Initializer | None = None
+    bias_init: Initializer | None = None
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        in_ch = x.shape[-1]
+        if in_ch % self.groups or self.features % self.groups:
+            raise ValueError(f"{self.name}: {self.groups} groups must divide channels {in_ch} -> {self.features}")
+        fan_in = in_ch // self.groups * self.kernel_size
+        shape = (self.kernel_size, in_ch // self.groups, self.features)
+        kernel = _normalised_kernel(self, shape, 2, self.norm, self.kernel_init or torch_uniform(fan_in))
+        y = conv1d(
+            x.astype(self.dtype),
+            kernel.astype(self.dtype),
+            stride=self.stride,
+            padding=_pair(self.padding),
+            dilation=self.dilation,
+            groups=self.groups,
+        )
+        if self.use_bias:
+            y = y + self.param("bias", self.bias_init or torch_uniform(fan_in), (self.features,)).astype(self.dtype)
+        return y
+
+
+class ConvTranspose1d(nn.Module):
+    """PyTorch-style ``ConvTranspose1d`` on ``[B, T, C_in]`` -> ``[B, (T-1)*stride - 2*padding + K, features]``.
+
+    With ``norm="weight"``, ``weight_g`` has ``C_in`` entries (PyTorch normalises its
+    ``[in, out, k]`` weight per input channel).
+    """
+
+    features: int
+    kernel_size: int
+    stride: int
+    padding: int = 0
+    norm: str | None = None
+    kernel_init: Initializer | None = None
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        in_ch = x.shape[-1]
+        # PyTorch computes fan_in of the [in, out, k] weight from its dim 1: out * k.
+        fan_in = self.features * self.kernel_size
+        shape = (self.kernel_size, in_ch, self.features)
+        kernel = _normalised_kernel(self, shape, 1, self.norm, self.kernel_init or torch_uniform(fan_in))
+        y = conv_transpose1d(x.astype(self.dtype), kernel.astype(self.dtype), stride=self.stride, padding=self.padding)
+        return y + self.param("bias", torch_uniform(fan_in), (self.features,)).astype(self.dtype)
+
+
+class Conv2d(nn.Module):
+    """PyTorch-style ``Conv2d`` on ``[B, H, W, C_in]`` -> ``[B, H', W', features]``, optionally weight- or spectral-normed."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    norm: str | None = None
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        in_ch = x.shape[-1]
+        kh, kw = self.kernel_size
+        fan_in = in_ch * kh * kw
+        kernel = _normalised_kernel(self, (kh, kw, in_ch, self.features), 3, self.norm, torch_uniform(fan_in))
+        ph, pw = self.padding
+        y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), stride=tuple(self.stride), padding=((ph, ph), (pw, pw)))
+        return y + self.param("bias", torch_uniform(fan_in), (self.features,)).astype(self.dtype)
+
+
+class Linear(nn.Module):
+    """PyTorch-style ``nn.Linear`` on ``[..., C_in]`` -> ``[..., features]`` (``kernel [C_in, features]``, ``bias``)."""
+
+    features: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        init = torch_uniform(x.shape[-1])
+        kernel = self.param("kernel", init, (x.shape[-1], self.features))
+        bias = self.param("bias", init, (self.features,))
+        return jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+
+
+class LayerNorm(nn.Module):
+    """Layer norm over the channel (last) axis with ``gamma``/``beta``, eps 1e-5 (upstream ``modules.LayerNorm``)."""
+
+    eps: float = 1e-5
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = x.shape[-1]
+        gamma = self.param("gamma", nn.initializers.ones, (channels,))
+        beta = self.param("beta", nn.initializers.zeros, (channels,))
+        x32 = x.astype(jnp.float32)
+        mean = jnp.mean(x32, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+        y = (x32 - mean) * lax.rsqrt(var + self.eps) * gamma + beta
+        return y.astype(self.dtype)
+
+
+# --------------------------------------------------------------------------- WaveNet
+
+
+class WN(nn.Module):
+    """WaveNet-style stack of gated dilated convolutions with residual and skip outputs (upstream ``modules.WN``).
+
+    Layer i: ``a = tanh(h[:H] + g_i[:H]) * sigmoid(h[H:] + g_i[H:])`` with
+    ``h = in_layers_i(x)`` (kernel ``kernel_size``, dilation ``dilation_rate**i``) and
+    ``g_i`` the i-th slice of ``cond_layer(g)`` (computed once); ``res_skip_layers_i(a)``
+    adds its first half to ``x`` (masked) and its second half to the skip sum (the last
+    layer is all skip). Every convolution is weight-normed. Upstream's dropout inside
+    WN is 0 in every use, so there is none here.
+
+    Returns the masked skip sum ``[B, T, hidden_channels]``.
+    """
+
+    hidden_channels: int
+    kernel_size: int
+    dilation_rate: int
+    n_layers: int
+    gin_channels: int = 0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array, g: jax.Array | None = None) -> jax.Array:
+        """``x [B, T, H]``, ``mask [B, T]``, ``g [B, gin_channels]`` (a global condition) -> ``[B, T, H]``."""
+        if self.kernel_size % 2 != 1:
+            raise ValueError(f"{self.name}: kernel_size must be odd, got {self.kernel_size}")
+        h_ch = self.hidden_channels
+        m = mask[..., None].astype(self.dtype)
+        cond = None
+        if self.gin_channels:
+            if g is None:
+                raise ValueError(f"{self.name}: built with gin_channels={self.gin_channels} but called without g")
+            cond = Conv1d(2 * h_ch * self.n_layers, 1, norm="weight", dtype=self.dtype, name="cond_layer")(g[:, None, :])
+        output = jnp.zeros((*x.shape[:-1], h_ch), self.dtype)
+        for i in range(self.n_layers):
+            dilation = self.dilation_rate**i
+            pad = (self.kernel_size * dilation - dilation) // 2
+            x_in = Conv1d(
+                2 * h_ch, self.kernel_size, padding=pad, dilation=dilation, norm="weight", dtype=self.dtype, name=f"in_layers_{i}"
+            )(x)
+            if cond is not None:
+                x_in = x_in + cond[..., i * 2 * h_ch : (i + 1) * 2 * h_ch]
+            acts = jnp.tanh(x_in[..., :h_ch]) * jax.nn.sigmoid(x_in[..., h_ch:])
+            last = i == self.n_layers - 1
+            res_skip = Conv1d(h_ch if last else 2 * h_ch, 1, norm="weight", dtype=self.dtype, name=f"res_skip_layers_{i}")(acts)
+            if last:
+                output = output + res_skip
+            else:
+                x = (x + res_skip[..., :h_ch]) * m
+                output = output + res_skip[..., h_ch:]
+        return output * m
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def _relative_to_absolute(rel: jax.Array) -> jax.Array:
+    """``[..., L, 2L-1]`` logits indexed by offset ``j - i + L - 1`` -> ``[..., L, L]`` indexed by key ``j``."""
+    *lead, length, _ = rel.shape
+    x = jnp.pad(rel, [(0, 0)] * len(lead) + [(0, 0), (0, 1)])
+    x = x.reshape(*lead, 2 * length * length)
+    x = jnp.pad(x, [(0, 0)] * len(lead) + [(0, length - 1)])
+    return x.reshape(*lead, length + 1, 2 * length - 1)[..., :length, length - 1 :]
+
+
+def _absolute_to_relative(x: jax.Array) -> jax.Array:
+    """``[..., L, L]`` weights indexed by key ``j`` -> ``[..., L, 2L-1]`` indexed by offset ``j - i + L - 1``."""
+    *lead, length, _ = x.shape
+    x = jnp.pad(x, [(0, 0)] * len(lead) + [(0, 0), (0, length - 1)])
+    x = x.reshape(*lead, length * (2 * length - 1))
+    x = jnp.pad(x, [(0, 0)] * len(lead) + [(length, 0)])
+    return x.reshape(*lead, length, 2 * length)[..., 1:]
+
+
+def _window_to_full(rel: jax.Array, window: int, length: int) -> jax.Array:
+    """``[..., 2w+1]`` offsets ``-w..w`` -> ``[..., 2L-1]`` offsets ``-(L-1)..L-1`` (zeros outside the window)."""
+    if length - 1 >= window:
+        extra = length - 1 - window
+        return jnp.pad(rel, [(0, 0)] * (rel.ndim - 1) + [(extra, extra)])
+    cut = window - (length - 1)
+    return rel[..., cut : rel.shape[-1] - cut]
+
+
+def _full_to_window(rel: jax.Array, window: int, length: int) -> jax.Array:
+    """Inverse of :func:`_window_to_full`: keep offsets ``-w..w`` of ``[..., 2L-1]`` (zero-filled beyond ``L-1``)."""
+    if length - 1 >= window:
+        start = length - 1 - window
+        return rel[..., start : start + 2 * window + 1]
+    cut = window - (length - 1)
+    return jnp.pad(rel, [(0, 0)] * (rel.ndim - 1) + [(cut, cut)])
+
+
+class MultiHeadAttention(nn.Module):
+    """VITS multi-head attention with optional relative positions (upstream ``attentions.MultiHeadAttention``).
+
+    ``conv_q``/``conv_k``/``conv_v``/``conv_o`` are 1x1 convolutions (q/k/v xavier-uniform).
+    With ``window_size`` w, learned relative key and value embeddings ``emb_rel_k`` and
+    ``emb_rel_v`` ``[1, 2w+1, d_k]`` (shared across heads, ``N(0, d_k^-1)``) add
+    ``(q/sqrt(d_k)) . emb_rel_k[j - i + w]`` to the logit of query i and key j and
+    ``sum_j p_ij emb_rel_v[j - i + w]`` to the output, for ``|j - i| <= w`` only.
+    Masked logits are set to -1e4; dropout applies to the attention weights.
+    """
+
+    channels: int
+    out_channels: int
+    n_heads: int
+    dropout: float = 0.0
+    window_size: int | None = None
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, c: jax.Array, mask: jax.Array | None = None, *, deterministic: bool = True) -> jax.Array:
+        """Queries from ``x [B, Tq, C]``, keys/values from ``c [B, Tk, C]``; ``mask [B, Tq, Tk]`` (1 = attend) -> ``[B, Tq, out]``."""
+        if self.channels % self.n_heads:
+            raise ValueError(f"{self.name}: channels {self.channels} not divisible by {self.n_heads} heads")
+        d_k = self.channels // self.n_heads
+        xavier = nn.initializers.xavier_uniform()
+        q = Conv1d(self.channels, 1, kernel_init=xavier, dtype=self.dtype, name="conv_q")(x)
+        k = Conv1d(self.channels, 1, kernel_init=xavier, dtype=self.dtype, name="conv_k")(c)
+        v = Conv1d(self.channels, 1, kernel_init=xavier, dtype=self.dtype, name="conv_v")(c)
+        batch, t_q, t_k = x.shape[0], x.shape[1], c.shape[1]
+        q = q.reshape(batch, t_q, self.n_heads, d_k).transpose(0, 2, 1, 3) / math.sqrt(d_k)
+        k = k.reshape(batch, t_k, self.n_heads, d_k).transpose(0, 2, 1, 3)
+        v = v.reshape(batch, t_k, self.n_heads, d_k).transpose(0, 2, 1, 3)
+        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k)
+        if self.window_size is not None:
+            if t_q != t_k:
+                raise ValueError(f"{self.name}: relative attention needs self-attention, got {t_q} queries and {t_k} keys")
+            w = self.window_size
+            init = nn.initializers.normal(d_k**-0.5)
+            emb_k = self.param("emb_rel_k", init, (1, 2 * w + 1, d_k)).astype(self.dtype)
+            emb_v = self.param("emb_rel_v", init, (1, 2 * w + 1, d_k)).astype(self.dtype)
+            rel = jnp.einsum("bhqd,rd->bhqr", q, emb_k[0])
+            scores = scores + _relative_to_absolute(_window_to_full(rel, w, t_q))
+        if mask is not None:
+            scores = jnp.where(mask[:, None, :, :] > 0, scores, jnp.asarray(-1e4, scores.dtype))
+        p_attn = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype)
+        p_attn = nn.Dropout(self.dropout)(p_attn, deterministic=deterministic)
+        out = jnp.einsum("bhqk,bhkd->bhqd", p_attn, v)
+        if self.window_size is not None:
+            rel_weights = _full_to_window(_absolute_to_relative(p_attn), self.window_size, t_q)
+            out = out + jnp.einsum("bhqr,rd->bhqd", rel_weights, emb_v[0])
+        out = out.transpose(0, 2, 1, 3).reshape(batch, t_q, self.channels)
+        return Conv1d(self.out_channels, 1, dtype=self.dtype, name="conv_o")(out)
+
+
+class FFN(nn.Module):
+    """Convolutional feed-forward block: ``conv_1`` (k, 'same') -> ReLU -> dropout -> ``conv_2`` (k, 'same'), masked.
+
+    'Same' padding is ``((k - 1) // 2, k // 2)``; inputs are masked before each convolution.
+    """
+
+    out_channels: int
+    filter_channels: int
+    kernel_size: int
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        """``x [B, T, C]``, ``mask [B, T]`` -> ``[B, T, out_channels]`` (zero at padding)."""
+        m = mask[..., None].astype(self.dtype)
+        pad = ((self.kernel_size - 1) // 2, self.kernel_size // 2)
+        y = Conv1d(self.filter_channels, self.kernel_size, padding=pad, dtype=self.dtype, name="conv_1")(x * m)
+        y = nn.Dropout(self.dropout)(jax.nn.relu(y), deterministic=deterministic)
+        y = Conv1d(self.out_channels, self.kernel_size, padding=pad, dtype=self.dtype, name="conv_2")(y * m)
+        return y * m
+
+
+class Encoder(nn.Module):
+    """VITS relative-position transformer encoder, post-norm (upstream ``attentions.Encoder``).
+
+    Per layer: ``x = LN1(x + drop(attn(x)))``, ``x = LN2(x + drop(ffn(x)))``. Submodules
+    ``attn_layers_i``, ``norm_layers_1_i``, ``ffn_layers_i``, ``norm_layers_2_i``.
+    """
+
+    hidden_channels: int
+    filter_channels: int
+    n_heads: int
+    n_layers: int
+    kernel_size: int = 1
+    dropout: float = 0.0
+    window_size: int = 4
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        """``x [B, T, hidden]``, ``mask [B, T]`` -> ``[B, T, hidden]`` (zero at padding)."""
+        m = mask[..., None].astype(self.dtype)
+        attn_mask = mask[:, :, None] * mask[:, None, :]
+        x = x.astype(self.dtype) * m
+        drop = nn.Dropout(self.dropout)
+        for i in range(self.n_layers):
+            y = MultiHeadAttention(
+                self.hidden_channels,
+                self.hidden_channels,
+                self.n_heads,
+                dropout=self.dropout,
+                window_size=self.window_size,
+                dtype=self.dtype,
+                name=f"attn_layers_{i}",
+            )(x, x, attn_mask, deterministic=deterministic)
+            x = LayerNorm(dtype=self.dtype, name=f"norm_layers_1_{i}")(x + drop(y, deterministic=deterministic))
+            y = FFN(
+                self.hidden_channels,
+                self.filter_channels,
+                self.kernel_size,
+                dropout=self.dropout,
+                dtype=self.dtype,
+                name=f"ffn_layers_{i}",
+            )(x, mask, deterministic=deterministic)
+            x = LayerNorm(dtype=self.dtype, name=f"norm_layers_2_{i}")(x + drop(y, deterministic=deterministic))
+        return x * m
