@@ -1,14 +1,24 @@
-"""The ``gptsovits-jax`` command. Each subcommand imports what it needs when it runs."""
+"""The ``gptsovits-jax`` command. Each subcommand imports what it needs when it runs.
+
+Subcommands: ``preprocess``, ``train-sovits``, ``extract-semantic``, ``train-gpt``,
+``synthesize``, ``demo`` (all of them on the embedded corpus), ``summary``, ``plot-lr``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
+
+DEMO_SENTENCE = "The quick brown fox jumps over the lazy dog."
 
 
-def _add_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/tiny.yaml")
+def _add_config(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--config", required=required, help="YAML config, e.g. configs/tiny.yaml")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)"
     )
@@ -33,9 +43,209 @@ def cmd_plot_lr(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    from gptsovits_jax.summary import format_counts, parameter_counts
+
+    counts = parameter_counts(_load(args))
+    print(json.dumps(counts, indent=2) if args.json else format_counts(counts))
+    return 0
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from gptsovits_jax.data.preprocess import preprocess
+
+    config = _load(args)
+    preprocess(config, list_path=args.list, cache_dir=args.cache_dir, num_workers=args.workers, progress=not args.no_progress)
+    return 0
+
+
+def _train(stage: str, args: argparse.Namespace) -> int:
+    from gptsovits_jax.train.stages import run_training
+
+    config = _load(args)
+    result = run_training(
+        stage, config, args.workdir, resume=args.resume, synthetic=args.synthetic, progress=not args.no_progress, stop_after=args.stop_after
+    )
+    state = "interrupted" if result.interrupted else "finished"
+    print(
+        f"{stage} training {state} at step {int(result.state.step)} ({result.steps_per_second:.2f} steps/s); run directory {Path(args.workdir).absolute()}"
+    )
+    return 0
+
+
+def sovits_encoder(sovits_ckpt: str | Path):
+    """``(encode_fn, encoder_id, config)`` of a trained SoVITS checkpoint: 50 Hz SSL features -> semantic codes."""
+    import jax
+
+    from gptsovits_jax.models.sovits import SynthesizerTrn
+    from gptsovits_jax.train.checkpoint import read_checkpoint_config, restore_train_state
+
+    state, setup, config = restore_train_state(sovits_ckpt, "sovits")
+    _, _, step = read_checkpoint_config(sovits_ckpt)
+    variables = {"params": state.params_g, "quantizer": state.quantizer}
+
+    @jax.jit
+    def encode(ssl):
+        return setup.synth.apply(variables, ssl, method=SynthesizerTrn.extract_latent)
+
+    return encode, f"{Path(sovits_ckpt).absolute()}@{step}", config
+
+
+def _extract(sovits_ckpt: str | Path, cache_dir: str | Path | None, batch_size: int, progress: bool) -> Path:
+    from gptsovits_jax.data.semantic import extract_semantic
+
+    encode, encoder_id, config = sovits_encoder(sovits_ckpt)
+    return extract_semantic(cache_dir or config.data.cache_dir, encode, batch_size, encoder_id=encoder_id, progress=progress)
+
+
+def cmd_extract_semantic(args: argparse.Namespace) -> int:
+    path = _extract(args.sovits_ckpt, args.cache_dir, args.batch_size, not args.no_progress)
+    print(f"semantic tokens written to {path}")
+    return 0
+
+
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    from gptsovits_jax.infer import synthesize
+
+    result = synthesize(
+        args.gpt_ckpt,
+        args.sovits_ckpt,
+        args.ref_wav,
+        args.ref_text,
+        args.text,
+        args.out,
+        ref_language=args.ref_language,
+        language=args.language,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        temperature=args.temperature,
+        repetition_penalty=args.repetition_penalty,
+        noise_scale=args.noise_scale,
+        max_seconds=args.max_seconds,
+        seed=args.seed,
+    )
+    ending = "EOS" if result.stopped else f"cut at --max-seconds {args.max_seconds}"
+    print(
+        f"wrote {result.path}: {result.seconds:.2f} s, {result.num_tokens} semantic tokens ({ending}), peak {result.peak:.2f}, rms {result.rms:.3f}"
+    )
+    return 0
+
+
+def demo_reference(config) -> tuple[Path, str, str]:
+    """The first English utterance of the manifest: ``(wav path, text, language)``."""
+    from gptsovits_jax.data.manifest import read_manifest
+
+    for utt in read_manifest(config.data.list_path):
+        if utt.language == "en":
+            return Path(utt.wav_path), utt.text, utt.language
+    raise ValueError(f"{config.data.list_path}: no English utterance to use as the demo reference")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Everything on the embedded corpus: preprocess, SoVITS, semantic tokens, GPT, one synthesized sentence."""
+    from gptsovits_jax.data.preprocess import preprocess
+    from gptsovits_jax.infer import synthesize
+    from gptsovits_jax.train.stages import run_training
+
+    config = _load(args)
+    workdir = Path(args.workdir).absolute()
+    progress = not args.no_progress
+    started = time.perf_counter()
+    timings = {}
+
+    def timed(name, fn, *a, **kw):
+        t0 = time.perf_counter()
+        print(f"\n== {name}", flush=True)
+        out = fn(*a, **kw)
+        timings[name] = time.perf_counter() - t0
+        return out
+
+    timed("preprocess", preprocess, config, progress=progress)
+    timed("train SoVITS", run_training, "sovits", config, workdir / "sovits", resume=True, progress=progress)
+    timed("extract semantic tokens", _extract, workdir / "sovits", None, 8, progress)
+    timed("train GPT", run_training, "gpt", config, workdir / "gpt", resume=True, progress=progress)
+    ref_wav, ref_text, ref_language = demo_reference(config)
+    result = timed(
+        "synthesize",
+        synthesize,
+        workdir / "gpt",
+        workdir / "sovits",
+        ref_wav,
+        ref_text,
+        args.text,
+        workdir / "demo.wav",
+        ref_language=ref_language,
+        language="en",
+        seed=0,
+    )
+    total = time.perf_counter() - started
+    print("\n== done in {:.0f} s ({})".format(total, ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())))
+    print(f"  synthesized: {result.path} ({result.seconds:.2f} s of audio, peak {result.peak:.2f}; reference {ref_wav}: {ref_text!r})")
+    print(f"  TensorBoard: tensorboard --logdir {workdir}")
+    print(f"  metrics:     {workdir / 'sovits' / 'metrics.jsonl'}, {workdir / 'gpt' / 'metrics.jsonl'}")
+    print(f"  checkpoints: {workdir / 'sovits' / 'checkpoints'}, {workdir / 'gpt' / 'checkpoints'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gptsovits-jax", description="GPT-SoVITS v2 training in JAX")
+    parser.add_argument("--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("preprocess", help="validate a .list manifest and cache features (resumable)")
+    _add_config(p)
+    p.add_argument("--list", help="manifest (default: data.list_path)")
+    p.add_argument("--cache-dir", help="feature cache (default: data.cache_dir)")
+    p.add_argument("--workers", type=int, help="processes (default: data.num_workers)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_preprocess)
+
+    for stage in ("sovits", "gpt"):
+        p = sub.add_parser(f"train-{stage}", help=f"train the {'SoVITS synthesizer (stage 2)' if stage == 'sovits' else 'GPT (stage 1)'}")
+        _add_config(p)
+        p.add_argument("--workdir", required=True, help="run directory: checkpoints, metrics.jsonl, TensorBoard events")
+        p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --workdir")
+        p.add_argument("--synthetic", action="store_true", help="train on a fixed synthetic batch (no corpus needed)")
+        p.add_argument("--stop-after", type=int, metavar="N", help="stop (with a checkpoint) after N more steps; --resume continues")
+        p.add_argument("--no-progress", action="store_true")
+        p.set_defaults(func=lambda a, s=stage: _train(s, a))
+
+    p = sub.add_parser("extract-semantic", help="semantic tokens of the cached corpus with a trained SoVITS quantizer")
+    p.add_argument("--sovits-ckpt", required=True, help="SoVITS run directory or checkpoint")
+    p.add_argument("--cache-dir", help="feature cache (default: the checkpoint config's data.cache_dir)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_extract_semantic)
+
+    p = sub.add_parser("synthesize", help="speak a sentence in the voice of a reference recording")
+    p.add_argument("--gpt-ckpt", required=True, help="GPT run directory or checkpoint")
+    p.add_argument("--sovits-ckpt", required=True, help="SoVITS run directory or checkpoint")
+    p.add_argument("--ref-wav", required=True, help="reference recording (any format soundfile reads)")
+    p.add_argument("--ref-text", required=True, help="what the reference recording says")
+    p.add_argument("--ref-language", default="auto", choices=("en", "zh", "auto"))
+    p.add_argument("--text", required=True, help="the sentence to speak")
+    p.add_argument("--language", default="auto", choices=("en", "zh", "auto"))
+    p.add_argument("--out", required=True, help="output WAV (32 kHz, 16-bit)")
+    p.add_argument("--top-k", type=int, default=15)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--repetition-penalty", type=float, default=1.35)
+    p.add_argument("--noise-scale", type=float, default=0.5)
+    p.add_argument("--max-seconds", type=float, default=54.0, help="cap on the generated audio (upstream: 54 s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synthesize)
+
+    p = sub.add_parser("demo", help="the whole pipeline on the embedded demo corpus (resumable)")
+    _add_config(p)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--text", default=DEMO_SENTENCE, help="the sentence to synthesize at the end")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("summary", help="parameter counts per top-level submodule (GPT, generator, discriminator)")
+    _add_config(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("plot-lr", help="plot every optimizer group's learning rate over a stage's run")
     _add_config(p)
@@ -48,13 +258,32 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from gptsovits_jax.audio import AudioError
     from gptsovits_jax.config import ConfigError
+    from gptsovits_jax.data.manifest import ManifestError
+    from gptsovits_jax.infer import CompatibilityError
+    from gptsovits_jax.text.frontend import TextError
+    from gptsovits_jax.train.checkpoint import CheckpointMismatchError
+    from gptsovits_jax.train.loop import TrainingDivergedError
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError) as err:
+    except (
+        ConfigError,
+        FileNotFoundError,
+        ManifestError,
+        AudioError,
+        TextError,
+        CompatibilityError,
+        CheckpointMismatchError,
+        TrainingDivergedError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

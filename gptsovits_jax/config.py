@@ -27,6 +27,9 @@ OPTIMIZER_NAMES = ("adamw", "lamb")
 PRECISIONS = ("float32", "bfloat16")
 
 
+_FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 class ConfigError(ValueError):
     """A config key is unknown, has the wrong type, or holds an impossible value."""
 
@@ -238,6 +241,7 @@ class SoVITSTrainConfig:
     eval_every: int = 200
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
+    max_nonfinite_steps: int = 20
     precision: str = "float32"
     c_mel: float = 45.0
     c_kl: float = 1.0
@@ -258,6 +262,7 @@ class GPTTrainConfig:
     eval_every: int = 200
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
+    max_nonfinite_steps: int = 20
     precision: str = "float32"
     max_semantic_tokens: int = 1350
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -342,6 +347,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        # PyYAML (YAML 1.1) reads exponents without a dot, like 1e-4, as strings.
+        if isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value.strip()):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -660,7 +668,7 @@ def validate(config: Config) -> None:
 
     for name in ("sovits_train", "gpt_train"):
         t = getattr(config, name)
-        _positive(t, name, ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"))
+        _positive(t, name, ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps"))
         _check(t.precision in PRECISIONS, f"{name}.precision", f"must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     validate_optim(config.sovits_train.optim_g, "sovits_train.optim_g")
     validate_optim(config.sovits_train.optim_d, "sovits_train.optim_d")

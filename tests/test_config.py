@@ -48,6 +48,8 @@ def test_overrides_apply_with_yaml_types(repo_root):
     assert c.sovits_train.optim_g.schedule.total_steps == 40  # follows the overridden steps
     assert c.audio.fmax == 8000.0 and isinstance(c.audio.fmax, float)
     assert c.gpt.dropout == 0.0
+    c = load_config(repo_root / "configs/tiny.yaml", ["sovits_train.optim_g.schedule.peak_lr=1e-3"])
+    assert c.sovits_train.optim_g.schedule.peak_lr == 1e-3  # YAML 1.1 reads 1e-3 as a string
 
 
 @pytest.mark.parametrize(

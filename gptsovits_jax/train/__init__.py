@@ -1,0 +1,1 @@
+"""Train states, jitted GPT and SoVITS steps, data parallelism, checkpoints and the loop."""

@@ -1,0 +1,213 @@
+"""Orbax checkpoints of a train state, the data iterator position and the config.
+
+Layout of a work directory::
+
+    checkpoints/<step>/{state,data,meta}   the last ``keep`` checkpoints (asynchronous saves)
+    best/<step>/{state,data,meta}          the checkpoint with the lowest validation loss
+
+``state`` is the whole train-state pytree (parameters, optimizer state, quantizer
+codebook, step, base rng); ``data`` the input iterator's position; ``meta`` the
+config and the stage, so that a checkpoint from another config is refused with
+the list of mismatching shapes instead of a deep orbax error.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from gptsovits_jax.config import Config, to_dict
+from gptsovits_jax.optim import param_path
+
+log = logging.getLogger(__name__)
+
+ITEMS = ("state", "data", "meta")
+
+
+def _handlers() -> dict[str, Any]:
+    """Handlers named up front, so a manager opened on existing checkpoints can read their metadata."""
+    return {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit the current config (another model size or stage)."""
+
+
+def _abstract(tree: Any) -> Any:
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def shape_mismatches(saved: Any, target: Any) -> list[str]:
+    """Lines ``path: checkpoint <shape> vs config <shape>`` for every differing leaf (and missing ones)."""
+    saved_leaves = {param_path(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(saved) if hasattr(x, "shape")}
+    target_leaves = {param_path(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(target) if hasattr(x, "shape")}
+    lines = []
+    # Parameters first: they say which model sizes differ; optimizer moments repeat them.
+    for path in sorted(set(saved_leaves) | set(target_leaves), key=lambda p: (not p.startswith("params"), p)):
+        a, b = saved_leaves.get(path), target_leaves.get(path)
+        if a != b:
+            lines.append(f"{path}: checkpoint {list(a) if a is not None else 'absent'} vs config {list(b) if b is not None else 'absent'}")
+    return lines
+
+
+class Checkpointer:
+    """Keeps the last ``keep`` checkpoints and the best one by validation loss.
+
+    Args:
+      workdir: run directory (``checkpoints/`` and ``best/`` are created inside).
+      config: the run's config, stored with every checkpoint.
+      stage: ``"sovits"`` or ``"gpt"``; a checkpoint of the other stage is refused.
+      keep: how many recent checkpoints to keep.
+      asynchronous: save in a background thread (the loop continues while writing).
+    """
+
+    def __init__(self, workdir: str | Path, config: Config, stage: str, keep: int = 3, asynchronous: bool = True):
+        self.workdir = Path(workdir).absolute()
+        self.config = config
+        self.stage = stage
+        self._latest = ocp.CheckpointManager(
+            self.workdir / "checkpoints",
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=asynchronous, create=True),
+            item_handlers=_handlers(),
+        )
+        self._best = ocp.CheckpointManager(
+            self.workdir / "best",
+            options=ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=asynchronous, create=True),
+            item_handlers=_handlers(),
+        )
+        self.best_loss = self._stored_best_loss()
+
+    def _meta(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"stage": self.stage, "config": to_dict(self.config), **(extra or {})}
+
+    def _args(self, state: Any, data_state: dict[str, Any], meta: dict[str, Any]) -> ocp.args.Composite:
+        return ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(meta))
+
+    def save(self, step: int, state: Any, data_state: dict[str, Any], *, force: bool = False) -> None:
+        """Save (asynchronously) unless a checkpoint of ``step`` exists already."""
+        if step in self._latest.all_steps():
+            return
+        self._latest.save(step, args=self._args(state, data_state, self._meta()), force=force)
+
+    def save_if_best(self, step: int, state: Any, data_state: dict[str, Any], validation_loss: float) -> bool:
+        """Save into ``best/`` when ``validation_loss`` is the lowest so far; return whether it was."""
+        if not validation_loss < self.best_loss:
+            return False
+        self.best_loss = float(validation_loss)
+        self._best.save(step, args=self._args(state, data_state, self._meta({"validation_loss": self.best_loss})), force=True)
+        return True
+
+    def _stored_best_loss(self) -> float:
+        step = self._best.latest_step()
+        if step is None:
+            return float("inf")
+        meta = self._best.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        return float(meta.get("validation_loss", float("inf")))
+
+    def latest_step(self) -> int | None:
+        """The newest saved step in ``checkpoints/`` (None when there is none)."""
+        return self._latest.latest_step()
+
+    def restore(self, target_state: Any, step: int | None = None, *, best: bool = False) -> tuple[Any, dict[str, Any], int]:
+        """Restore into the structure of ``target_state``; returns ``(state, data_state, step)``.
+
+        Raises:
+          FileNotFoundError: there is no checkpoint.
+          CheckpointMismatchError: the checkpoint belongs to another stage or its array
+            shapes differ from ``target_state`` (every mismatch is listed).
+        """
+        manager = self._best if best else self._latest
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {manager.directory}")
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        where = f"checkpoint {manager.directory / str(step)}"
+        if meta.get("stage") != self.stage:
+            raise CheckpointMismatchError(f"{where} is a {meta.get('stage')!r} checkpoint, not {self.stage!r}")
+        saved_tree = manager.item_metadata(step)["state"].tree
+        mismatches = shape_mismatches(saved_tree, target_state)
+        if mismatches:
+            listed = "\n  ".join(mismatches[:40])
+            more = f"\n  ... and {len(mismatches) - 40} more" if len(mismatches) > 40 else ""
+            saved_name = meta.get("config", {}).get("name", "?")
+            raise CheckpointMismatchError(
+                f"{where} (config {saved_name!r}) does not fit config {self.config.name!r}: {len(mismatches)} array(s) differ:\n  {listed}{more}"
+            )
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(target_state)), data=ocp.args.JsonRestore()),
+        )
+        return restored["state"], dict(restored["data"]), step
+
+    def wait(self) -> None:
+        """Block until asynchronous saves have finished."""
+        self._latest.wait_until_finished()
+        self._best.wait_until_finished()
+
+    def close(self) -> None:
+        self.wait()
+        self._latest.close()
+        self._best.close()
+
+
+def _checkpoint_dir(path: str | Path) -> tuple[Path, int | None]:
+    """A run directory, its ``checkpoints``/``best`` folder, or one step's folder -> (manager folder, step)."""
+    path = Path(path).absolute()
+    if (path / "checkpoints").is_dir():
+        return path / "checkpoints", None
+    if path.name.isdigit() and (path / "meta").exists():
+        return path.parent, int(path.name)
+    if any(p.name.isdigit() for p in path.glob("*")):
+        return path, None
+    raise FileNotFoundError(f"{path}: not a run directory, checkpoints folder or checkpoint")
+
+
+def read_checkpoint_config(path: str | Path) -> tuple[Config, str, int]:
+    """``(config, stage, step)`` stored with a checkpoint (``path`` as for :func:`restore_train_state`)."""
+    from gptsovits_jax.config import config_from_dict
+
+    folder, step = _checkpoint_dir(path)
+    manager = ocp.CheckpointManager(folder, item_handlers=_handlers(), options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {folder}")
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    finally:
+        manager.close()
+    return config_from_dict(meta["config"]), meta["stage"], step
+
+
+def restore_train_state(path: str | Path, stage: str) -> tuple[Any, Any, Config]:
+    """Load a train state for inference or export: ``(state, setup, config)``.
+
+    ``path`` is a run directory (newest checkpoint), its ``checkpoints`` or ``best``
+    folder, or one step's folder. The config comes from the checkpoint itself.
+    """
+    from gptsovits_jax.train.gpt_step import create_gpt_state
+    from gptsovits_jax.train.sovits_step import create_sovits_state
+
+    config, saved_stage, step = read_checkpoint_config(path)
+    if saved_stage != stage:
+        raise CheckpointMismatchError(f"{path} holds a {saved_stage!r} checkpoint, expected {stage!r}")
+    create = create_sovits_state if stage == "sovits" else create_gpt_state
+    built = {}
+
+    def abstract_state():
+        state, built["setup"] = create(config)
+        return state
+
+    # Shapes only: no parameter is initialised or compiled just to be overwritten.
+    fresh = jax.eval_shape(abstract_state)
+    setup = built["setup"]
+    folder, _ = _checkpoint_dir(path)
+    manager = ocp.CheckpointManager(folder, item_handlers=_handlers(), options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(fresh))))
+    finally:
+        manager.close()
+    return restored["state"], setup, config

@@ -1,0 +1,266 @@
+"""The training loop shared by both stages: progress, logging, evaluation, checkpoints, resume, signals.
+
+The loop owns no model code: a stage gives it a jitted ``train_step(state, batch,
+rng) -> (state, metrics)``, an ``eval_step`` and the names of its main training
+and validation losses. Step ``s`` uses ``rng = fold_in(state.rng, s)`` and the
+data iterator's position is checkpointed with the state, so a resumed run
+reproduces the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from gptsovits_jax.config import Config
+from gptsovits_jax.train.checkpoint import Checkpointer
+from gptsovits_jax.train.metrics_log import MetricsWriter, format_line
+from gptsovits_jax.train.parallel import global_batch_from_local
+
+log = logging.getLogger(__name__)
+
+KEYS_FIELD = "keys"
+
+
+class TrainingDivergedError(RuntimeError):
+    """Too many consecutive steps had non-finite losses (their updates were skipped)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StageLoop:
+    """What the loop needs to know about a stage.
+
+    Attributes:
+      stage: ``"sovits"`` or ``"gpt"`` (checkpoints of the other stage are refused).
+      train_cfg: the stage's loop config (``steps``, ``log_every``, ``eval_every``,
+        ``checkpoint_every``, ``keep_checkpoints``).
+      train_step: jitted ``(state, batch, rng) -> (state, metrics)``.
+      eval_step: jitted ``(state, batch, rng) -> metrics`` or None.
+      main_loss: the metric watched for non-finite values (``loss/g/total``, ``loss/ce``).
+      eval_metric: the validation metric that selects the best checkpoint and drives
+        reduce-on-plateau (``val/mel``, ``val/ce``).
+      sample_audio: optional ``state -> (waveform [N], sample_rate)`` written to TensorBoard at eval.
+      max_nonfinite: consecutive non-finite steps tolerated before stopping.
+    """
+
+    stage: str
+    train_cfg: Any
+    train_step: Callable[..., tuple[Any, dict[str, Any]]]
+    eval_step: Callable[..., dict[str, Any]] | None
+    main_loss: str
+    eval_metric: str
+    sample_audio: Callable[[Any], tuple[np.ndarray, int]] | None = None
+    max_nonfinite: int = 20
+
+
+@dataclasses.dataclass
+class LoopResult:
+    """What a run did: final state, last metrics, last validation metrics, whether it was interrupted."""
+
+    state: Any
+    last_metrics: dict[str, float]
+    last_eval: dict[str, float]
+    interrupted: bool
+    resumed_from: int | None
+    steps_per_second: float
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step boundary and returns."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:
+        del frame
+        if self.signum is not None:  # a second signal: stop immediately
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("received %s: saving a checkpoint after this step", signal.Signals(signum).name)
+
+    def __enter__(self) -> _StopRequest:
+        with contextlib.suppress(ValueError):  # not in the main thread: no handlers
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def split_keys(batch: dict[str, Any]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Separate the host-only utterance keys from the arrays that go to the devices."""
+    arrays = {k: v for k, v in batch.items() if k != KEYS_FIELD}
+    keys = [str(k) for k in batch.get(KEYS_FIELD, [])]
+    return arrays, keys
+
+
+EVAL_ROWS = "val/rows"
+
+
+def evaluate(loop: StageLoop, state: Any, eval_batches: Sequence[dict[str, Any]], mesh) -> dict[str, float]:
+    """Mean of ``eval_step`` metrics over the evaluation batches, weighted by their real rows.
+
+    Eval steps report ``val/rows``, the number of rows of the global batch marked
+    ``valid`` (filler rows are not), which weights the batch; the rng is fixed so that
+    successive evaluations are comparable.
+    """
+    if loop.eval_step is None or not eval_batches:
+        return {}
+    totals: dict[str, float] = {}
+    weight_sum = 0.0
+    rng = jax.random.PRNGKey(0)
+    for batch in eval_batches:
+        arrays, _ = split_keys(batch)
+        metrics = jax.device_get(loop.eval_step(state, global_batch_from_local(arrays, mesh), rng))
+        weight = float(metrics.pop(EVAL_ROWS))
+        for name, value in metrics.items():
+            totals[name] = totals.get(name, 0.0) + weight * float(value)
+        weight_sum += weight
+    return {name: total / max(weight_sum, 1.0) for name, total in totals.items()}
+
+
+def run(
+    loop: StageLoop,
+    config: Config,
+    state: Any,
+    train_batches: Iterator[dict[str, Any]],
+    eval_batches: Sequence[dict[str, Any]],
+    workdir: str | Path,
+    mesh,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+    checkpoint_asynchronous: bool = True,
+) -> LoopResult:
+    """Train ``state`` until ``train_cfg.steps`` (or ``stop_after`` more steps), checkpointing on the way.
+
+    Args:
+      loop: the stage description.
+      config: the run config (stored with checkpoints).
+      state: a fresh train state placed on the mesh (replicated); replaced by the
+        checkpoint when resuming.
+      train_batches: iterator of this process's rows of each global batch (numpy, with
+        ``keys``), with ``get_state()``/``set_state()`` for exact resume.
+      eval_batches: finite list of evaluation batches (same format).
+      workdir: where ``metrics.jsonl``, ``tb/``, ``checkpoints/`` and ``best/`` go.
+      mesh: the device mesh (:func:`gptsovits_jax.train.parallel.make_mesh`).
+      resume: continue from the newest checkpoint in ``workdir`` if there is one.
+      stop_after: stop (with a checkpoint) after this many steps of this call.
+    """
+    workdir = Path(workdir)
+    tc = loop.train_cfg
+    is_main = jax.process_index() == 0
+    writer = MetricsWriter(workdir, enabled=is_main)
+    checkpointer = Checkpointer(workdir, config, loop.stage, keep=tc.keep_checkpoints, asynchronous=checkpoint_asynchronous)
+    resumed_from = None
+    if resume and checkpointer.latest_step() is not None:
+        state, data_state, resumed_from = checkpointer.restore(state)
+        train_batches.set_state(data_state)
+        log.info("resumed %s from step %d", loop.stage, resumed_from)
+        if is_main:
+            print(f"resuming {loop.stage} from {workdir / 'checkpoints' / str(resumed_from)}")
+
+    step = int(jax.device_get(state.step))
+    end = tc.steps if stop_after is None else min(tc.steps, step + stop_after)
+    last_metrics: dict[str, float] = {}
+    last_eval: dict[str, float] = {}
+    nonfinite_run = 0
+    interrupted = False
+    started, start_step = time.perf_counter(), step
+
+    def save(force: bool = False) -> None:
+        checkpointer.save(step, state, train_batches.get_state(), force=force)
+
+    bar = tqdm(
+        total=tc.steps, initial=step, desc=f"train {loop.stage}", unit="step", disable=not (progress and is_main), dynamic_ncols=True
+    )
+    try:
+        with _StopRequest() as stop:
+            while step < end:
+                host_batch = next(train_batches)
+                arrays, keys = split_keys(host_batch)
+                batch = global_batch_from_local(arrays, mesh)
+                rng = jax.random.fold_in(state.rng, step)
+                state, metrics = loop.train_step(state, batch, rng)
+                step += 1
+                main = float(jax.device_get(metrics[loop.main_loss]))
+                if not math.isfinite(main):
+                    nonfinite_run += 1
+                    log.warning(
+                        "step %d: %s is %s on utterances %s; the update was skipped (%d in a row)",
+                        step,
+                        loop.main_loss,
+                        main,
+                        keys,
+                        nonfinite_run,
+                    )
+                    if nonfinite_run >= loop.max_nonfinite:
+                        save(force=True)
+                        raise TrainingDivergedError(
+                            f"{nonfinite_run} consecutive steps with non-finite {loop.main_loss} (last batch: {keys}); "
+                            f"the last good state is saved at step {step} in {workdir / 'checkpoints'}"
+                        )
+                else:
+                    nonfinite_run = 0
+                bar.update(1)
+                if step % tc.log_every == 0 or step == end:
+                    last_metrics = writer.scalars(step, jax.device_get(metrics))
+                    if is_main:
+                        bar.write(format_line(step, last_metrics))
+                    bar.set_postfix({loop.main_loss: f"{main:.4g}"})
+                if loop.eval_step is not None and (step % tc.eval_every == 0 or step == tc.steps):
+                    last_eval = evaluate(loop, state, eval_batches, mesh)
+                    if last_eval:
+                        writer.scalars(step, last_eval)
+                        if is_main:
+                            bar.write(format_line(step, last_eval))
+                        value = last_eval[loop.eval_metric]
+                        state = state.replace(
+                            validation_loss=jax.device_put(np.float32(value), state.step.sharding),
+                            validation_round=state.validation_round + 1,
+                        )
+                        checkpointer.save_if_best(step, state, train_batches.get_state(), value)
+                        if loop.sample_audio is not None and is_main:
+                            wave, sample_rate = loop.sample_audio(state)
+                            writer.audio(step, f"{loop.stage}/sample", wave, sample_rate)
+                if step % tc.checkpoint_every == 0 or step == end:
+                    save()
+                if stop.signum is not None:
+                    interrupted = True
+                    save(force=True)
+                    if is_main:
+                        bar.write(f"stopped by {signal.Signals(stop.signum).name} at step {step}; checkpoint saved, resume with --resume")
+                    break
+    except KeyboardInterrupt:
+        interrupted = True
+        save(force=True)
+        raise
+    finally:
+        bar.close()
+        checkpointer.close()
+        writer.close()
+    elapsed = time.perf_counter() - started
+    rate = (step - start_step) / elapsed if elapsed > 0 else 0.0
+    return LoopResult(
+        state=state,
+        last_metrics=last_metrics,
+        last_eval=last_eval,
+        interrupted=interrupted,
+        resumed_from=resumed_from,
+        steps_per_second=rate,
+    )
