@@ -149,6 +149,7 @@ class SoVITSGradients:
     loss_g: jax.Array
     loss_d: jax.Array
     terms: dict[str, jax.Array]
+    audio_fake: jax.Array
 
 
 def sovits_gradients(setup: SoVITSSetup, state: SoVITSTrainState, batch: dict[str, jax.Array], rng: jax.Array) -> SoVITSGradients:
@@ -224,6 +225,7 @@ def sovits_gradients(setup: SoVITSSetup, state: SoVITSTrainState, batch: dict[st
         loss_g=loss_g,
         loss_d=loss_d,
         terms=terms,
+        audio_fake=y_hat,
     )
 
 

@@ -64,6 +64,7 @@ def test_buckets_assign_half_open_ranges_and_drop_outside():
 
 
 def test_bucket_shapes_follow_the_config(config, v2_config):
+    config = with_data(config, bucket_boundaries=(32, 100, 150, 200, 300, 400, 600))
     assert pipeline.sovits_buckets(config).uppers == (100, 150, 200, 300, 400, 600)
     assert pipeline.gpt_buckets(config) == pipeline.Buckets(0, (16, 50, 75, 100, 150, 200, 300))
     v2 = pipeline.gpt_buckets(v2_config)

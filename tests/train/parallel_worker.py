@@ -4,7 +4,7 @@ Invoked in a subprocess, because the number of (simulated) devices and the distr
 runtime are fixed when JAX starts::
 
     python parallel_worker.py devices OUT_DIR                     # 1 and 8 devices of one process
-    python parallel_worker.py distributed OUT_DIR PORT PROCESS_ID # one of two processes
+    python parallel_worker.py distributed OUT_DIR PORT PROCESS_ID # one of two processes (GPT stage)
 """
 
 import json
@@ -79,8 +79,7 @@ def main() -> None:
         initialize_distributed(config.parallel)
         assert jax.process_count() == 2 and jax.device_count() == 2, (jax.process_count(), jax.devices())
         out.mkdir(parents=True, exist_ok=True)
-        for stage in ("gpt", "sovits"):
-            run(stage, config, out)
+        run("gpt", config, out)
     else:
         raise SystemExit(f"unknown mode {mode}")
 

@@ -87,5 +87,6 @@ def test_two_processes_match_one_process(device_runs, tmp_path):
     logs = [p.communicate(timeout=3000)[0] for p in procs]
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-3000:]
-    for stage in ("gpt", "sovits"):
-        _compare(device_runs / "devices1", out, stage)
+    # The GPT stage only: the cross-process all-reduce is the same for both stages, and the
+    # SoVITS step's equality under data parallelism is covered by the 8-device test.
+    _compare(device_runs / "devices1", out, "gpt")
