@@ -21,25 +21,11 @@ from gptsovits_jax.text.symbols import SYMBOL_TO_ID
 from gptsovits_jax.train.checkpoint import Checkpointer, CheckpointMismatchError
 from gptsovits_jax.train.gpt_step import create_gpt_state
 from gptsovits_jax.train.sovits_step import create_sovits_state
+from tests.conftest import SMALL_SOVITS
 
-# configs/tiny.yaml shrunk further: the same code paths at a fraction of the compile time.
+# The training tests' small SoVITS, with a smaller GPT, SSL width and discriminator on top.
 SMALL = [
-    "sovits.hidden_channels=16",
-    "sovits.inter_channels=16",
-    "sovits.filter_channels=32",
-    "sovits.n_layers=1",
-    "sovits.gin_channels=16",
-    "sovits.ref_hidden=16",
-    "sovits.mrte_hidden=16",
-    "sovits.posterior_layers=1",
-    "sovits.flow_layers=1",
-    "sovits.n_flows=1",
-    "sovits.upsample_initial_channel=32",
-    "sovits.resblock_kernel_sizes=[3]",
-    "sovits.resblock_dilation_sizes=[[1]]",
-    "sovits.segment_frames=8",
-    "sovits.codebook_size=16",
-    "gpt.vocab_size=17",
+    *SMALL_SOVITS,
     "gpt.hidden_dim=32",
     "gpt.num_layers=1",
     "gpt.ffn_dim=64",

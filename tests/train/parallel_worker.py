@@ -14,9 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from conftest import SMALL_SOVITS
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from gptsovits_jax.config import load_config
 from gptsovits_jax.optim import param_path
@@ -24,6 +22,7 @@ from gptsovits_jax.train.loop import split_keys
 from gptsovits_jax.train.parallel import global_batch_from_local, initialize_distributed, make_mesh, process_rows
 from gptsovits_jax.train.stages import build_stage
 from gptsovits_jax.train.synthetic import synthetic_gpt_batch, synthetic_sovits_batch
+from tests.conftest import SMALL_SOVITS
 
 REPO = Path(__file__).resolve().parents[2]
 GLOBAL_BATCH = 8

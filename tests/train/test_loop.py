@@ -21,8 +21,7 @@ from gptsovits_jax.train.loop import TrainingDivergedError
 from gptsovits_jax.train.metrics_log import read_metrics
 from gptsovits_jax.train.stages import train_stage
 from gptsovits_jax.train.synthetic import RepeatingBatches, synthetic_gpt_batch
-
-from .conftest import SMALL_SOVITS
+from tests.conftest import SMALL_SOVITS
 
 REPO = Path(__file__).resolve().parents[2]
 N = 3
