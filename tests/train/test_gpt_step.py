@@ -92,3 +92,17 @@ def test_cross_entropy_falls_on_a_fixed_batch(config, batch):
     )
     assert float(last["val/ce"]) < 0.6 * first
     assert float(metrics["loss/ce"]) > 0
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_optimizer_state(config, batch):
+    results = {}
+    for precision in ("float32", "bfloat16"):
+        cfg = dataclasses.replace(config, gpt_train=dataclasses.replace(config.gpt_train, precision=precision))
+        state, setup = create_gpt_state(cfg, seed=11)
+        step = jit_gpt_train_step(setup)
+        for s in range(3):
+            state, metrics = step(state, batch, jax.random.fold_in(state.rng, s))
+        assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.float32)}
+        assert {x.dtype for x in jax.tree.leaves(state.opt_state) if jnp.issubdtype(x.dtype, jnp.floating)} == {jnp.dtype(jnp.float32)}
+        results[precision] = float(metrics["loss/ce"])
+    assert results["bfloat16"] == pytest.approx(results["float32"], rel=0.05)
