@@ -259,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # orbax logs routine notes (e.g. opening a checkpoint read-only) as warnings through absl.
+        logging.getLogger("absl").setLevel(logging.ERROR)
     from gptsovits_jax.audio import AudioError
     from gptsovits_jax.config import ConfigError
     from gptsovits_jax.data.manifest import ManifestError
