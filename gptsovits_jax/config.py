@@ -668,7 +668,9 @@ def validate(config: Config) -> None:
 
     for name in ("sovits_train", "gpt_train"):
         t = getattr(config, name)
-        _positive(t, name, ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps"))
+        _positive(
+            t, name, ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps")
+        )
         _check(t.precision in PRECISIONS, f"{name}.precision", f"must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     validate_optim(config.sovits_train.optim_g, "sovits_train.optim_g")
     validate_optim(config.sovits_train.optim_d, "sovits_train.optim_d")

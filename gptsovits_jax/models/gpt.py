@@ -123,6 +123,45 @@ def _write_slots(cache: jax.Array, new: jax.Array, slots: jax.Array) -> jax.Arra
 # --------------------------------------------------------------------------- layers
 
 
+def _mix32(x: jax.Array) -> jax.Array:
+    """A bijective uint32 mixer (Wellons' ``lowbias32``): each input bit flips about half of the output bits."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+class Dropout(nn.Module):
+    """Inverted dropout (``flax.linen.Dropout`` semantics) with a hashed mask: ``[...] -> [...]``.
+
+    Each element is dropped independently with probability ``rate`` and survivors are
+    scaled by ``1 / (1 - rate)``, as with ``flax.linen.Dropout``; only the random bits are
+    drawn differently. One threefry call on the ``dropout`` rng gives two 32-bit seeds
+    ``s0, s1``, and element ``i`` (flat index) gets ``mix(mix(i ^ s0) + s1)``. jax's
+    partitionable threefry costs about 15 ns per element on CPU, which made dropout close
+    to half of the v2 GPT train step there (the attention weights alone take 107M draws per
+    step); the hash fuses into the multiply and costs well under 1 ns. Masks depend only on
+    the key and the element index, so they do not change with sharding.
+    """
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+        if deterministic or self.rate == 0.0:
+            return x
+        if self.rate >= 1.0:
+            return jnp.zeros_like(x)
+        if x.size >= 2**32:
+            raise ValueError(f"{self.name}: {x.size} elements exceed the 2^32 flat indices the dropout hash distinguishes")
+        seed = jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32)
+        index = lax.iota(jnp.uint32, x.size).reshape(x.shape)
+        bits = _mix32(_mix32(index ^ seed[0]) + seed[1])
+        keep = bits >= jnp.uint32(min(round(self.rate * 2**32), 2**32 - 1))
+        return jnp.where(keep, x / jnp.asarray(1.0 - self.rate, x.dtype), jnp.zeros((), x.dtype))
+
+
 class SinePositionalEmbedding(nn.Module):
     """``x + alpha * pe[positions]`` then dropout (upstream ``scale=False, alpha=True``).
 
@@ -140,7 +179,7 @@ class SinePositionalEmbedding(nn.Module):
         alpha = self.param("alpha", nn.initializers.ones, (1,), jnp.float32)
         pe = alpha * sinusoidal_positions(positions, self.dim)
         x = (x.astype(jnp.float32) + pe).astype(self.dtype)
-        return nn.Dropout(self.dropout)(x, deterministic=deterministic)
+        return Dropout(self.dropout)(x, deterministic=deterministic)
 
 
 class SelfAttention(nn.Module):
@@ -198,7 +237,7 @@ class SelfAttention(nn.Module):
         # A finite fill keeps the softmax NaN-free even for a row with nothing allowed.
         scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        weights = nn.Dropout(self.dropout)(weights, deterministic=deterministic)
+        weights = Dropout(self.dropout)(weights, deterministic=deterministic)
         out = jnp.einsum("bhqk,bkhd->bqhd", weights, v.astype(self.dtype)).reshape(batch, length, self.hidden_dim)
         out = nn.Dense(
             self.hidden_dim,
@@ -231,7 +270,7 @@ class DecoderLayer(nn.Module):
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         """``x``: ``[B, L, hidden_dim]``; ``mask`` and ``cache`` as in :class:`SelfAttention`."""
         cfg = self.config
-        drop = nn.Dropout(cfg.dropout)
+        drop = Dropout(cfg.dropout)
         attn, kv = SelfAttention(cfg.hidden_dim, cfg.num_heads, cfg.dropout, self.dtype, name="self_attn")(
             x, mask, deterministic=deterministic, cache=cache
         )
@@ -331,7 +370,7 @@ class Text2SemanticDecoder(nn.Module):
         self.ar_audio_embedding = embed(cfg.vocab_size)
         self.ar_text_position = SinePositionalEmbedding(cfg.hidden_dim, cfg.dropout, self.dtype)
         self.ar_audio_position = SinePositionalEmbedding(cfg.hidden_dim, cfg.dropout, self.dtype)
-        self.embedding_dropout = nn.Dropout(cfg.embedding_dropout)
+        self.embedding_dropout = Dropout(cfg.embedding_dropout)
         self.h = DecoderStack(cfg, self.dtype)
         self.ar_predict_layer = _torch_dense(cfg.vocab_size, cfg.hidden_dim, self.dtype, "ar_predict_layer", use_bias=False)
 

@@ -430,3 +430,21 @@ def test_generation_is_reproducible_and_varies_with_the_key(cfg, params, batch):
         params, cfg, batch["phoneme_ids"], batch["bert"], prompt, jax.random.key(4), MAX_NEW, phoneme_lens=TEXT_LENS, min_new_tokens=MAX_NEW
     )
     assert not np.array_equal(a, c)
+
+
+def test_hashed_dropout_keeps_the_rate_scales_survivors_and_varies_with_the_key():
+    from gptsovits_jax.models.gpt import Dropout
+
+    layer = Dropout(0.1)
+    x = jnp.ones((64, 128, 32))
+    out = layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
+    kept = np.asarray(out) != 0
+    assert abs(kept.mean() - 0.9) < 0.005  # 262,144 draws: 5 sigma is 0.003
+    np.testing.assert_allclose(np.asarray(out)[kept], 1 / 0.9, rtol=1e-6)
+    other = layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(1)})
+    agreement = (kept == (np.asarray(other) != 0)).mean()
+    assert abs(agreement - (0.9**2 + 0.1**2)) < 0.005  # independent masks agree with probability p^2 + q^2
+    np.testing.assert_array_equal(layer.apply({}, x, deterministic=True), x)
+    # Neighbouring elements are not correlated (the hash mixes the flat index).
+    flat = kept.reshape(-1).astype(np.float64)
+    assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.01

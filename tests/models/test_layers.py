@@ -256,3 +256,72 @@ def test_encoder_valid_frames_ignore_padding():
     # The padded item's valid frames are those of the same item without padding.
     truncated = enc.apply({"params": params}, x[1:, :6], jnp.ones((1, 6)))
     np.testing.assert_allclose(y[1:, :6], truncated, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "dilation", "groups", "padding"),
+    [
+        (41, 4, 1, 4, (20, 20)),
+        (41, 4, 1, 1, (20, 20)),
+        (2, 2, 1, 1, (0, 0)),
+        (5, 3, 1, 1, (2, 2)),
+        (3, 1, 3, 1, (3, 3)),
+        (5, 2, 2, 2, (4, 4)),
+    ],
+)
+def test_matmul_and_native_conv1d_agree(monkeypatch, kernel, stride, dilation, groups, padding):
+    """CPU lowers strided and grouped convolutions to slices + matmuls; accelerators keep XLA's. Both must agree."""
+    from gptsovits_jax.models import layers
+
+    rng = np.random.default_rng(kernel * 7 + stride)
+    x = jnp.asarray(rng.standard_normal((2, 50, 8)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((kernel, 8 // groups, 12)), jnp.float32)
+
+    def run(matmul: bool):
+        monkeypatch.setattr(layers, "matmul_convolutions", lambda: matmul)
+        fn = lambda x, w: layers.conv1d(x, w, stride=stride, dilation=dilation, groups=groups, padding=padding)  # noqa: E731
+        return fn(x, w), jax.grad(lambda x, w: jnp.sum(jnp.sin(fn(x, w))), argnums=(0, 1))(x, w)
+
+    (y_mm, g_mm), (y_nat, g_nat) = run(True), run(False)
+    np.testing.assert_allclose(y_mm, y_nat, rtol=1e-5, atol=5e-4)  # float32 sums of ~500 products in different orders
+    for a, b in zip(g_mm, g_nat):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=5e-4)  # float32 sums of ~500 products in different orders
+
+
+@pytest.mark.parametrize(("kernel", "stride"), [(16, 10), (16, 8), (8, 2), (2, 2), (20, 16)])
+def test_matmul_and_native_conv_transpose1d_agree(monkeypatch, kernel, stride):
+    from gptsovits_jax.models import layers
+
+    rng = np.random.default_rng(kernel + stride)
+    x = jnp.asarray(rng.standard_normal((2, 9, 6)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((kernel, 6, 5)), jnp.float32)
+    padding = (kernel - stride) // 2
+
+    def run(matmul: bool):
+        monkeypatch.setattr(layers, "matmul_convolutions", lambda: matmul)
+        fn = lambda x, w: layers.conv_transpose1d(x, w, stride=stride, padding=padding)  # noqa: E731
+        return fn(x, w), jax.grad(lambda x, w: jnp.sum(jnp.sin(fn(x, w))), argnums=(0, 1))(x, w)
+
+    (y_mm, g_mm), (y_nat, g_nat) = run(True), run(False)
+    assert y_mm.shape == y_nat.shape == (2, 8 * stride - 2 * padding + kernel, 5)
+    np.testing.assert_allclose(y_mm, y_nat, rtol=1e-5, atol=5e-4)  # float32 sums of ~500 products in different orders
+    for a, b in zip(g_mm, g_nat):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=5e-4)  # float32 sums of ~500 products in different orders
+
+
+def test_matmul_and_native_period_conv2d_agree(monkeypatch):
+    from gptsovits_jax.models import layers
+
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((2, 40, 3, 4)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((5, 1, 4, 6)), jnp.float32)
+
+    def run(matmul: bool):
+        monkeypatch.setattr(layers, "matmul_convolutions", lambda: matmul)
+        fn = lambda x, w: layers.conv2d(x, w, stride=(3, 1), padding=((2, 2), (0, 0)))  # noqa: E731
+        return fn(x, w), jax.grad(lambda x, w: jnp.sum(jnp.sin(fn(x, w))), argnums=(0, 1))(x, w)
+
+    (y_mm, g_mm), (y_nat, g_nat) = run(True), run(False)
+    np.testing.assert_allclose(y_mm, y_nat, rtol=1e-5, atol=5e-4)  # float32 sums of ~500 products in different orders
+    for a, b in zip(g_mm, g_nat):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=5e-4)  # float32 sums of ~500 products in different orders
