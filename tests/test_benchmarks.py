@@ -1,0 +1,106 @@
+"""The step-throughput benchmark runs end to end on the tiny GPT and writes a complete record (no timing assertions)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+GPT_SHAPES = {"batch": 2, "text_len": 8, "semantic_len": 12}
+
+
+@pytest.fixture(scope="module")
+def gpt_record(repo_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "step_throughput.jsonl"
+    cmd = [
+        sys.executable,
+        str(repo_root / "benchmarks" / "step_throughput.py"),
+        "--models",
+        "gpt",
+        "--sizes",
+        "tiny",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--gpt-batch",
+        str(GPT_SHAPES["batch"]),
+        "--gpt-text-len",
+        str(GPT_SHAPES["text_len"]),
+        "--gpt-semantic-len",
+        str(GPT_SHAPES["semantic_len"]),
+        "--peak-size",
+        "256",
+        "--peak-repeats",
+        "2",
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run(
+        cmd, cwd=repo_root, env={**os.environ, "PYTHONPATH": str(repo_root)}, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1
+    stdout_records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert stdout_records == [json.loads(lines[0])]
+    return json.loads(lines[0]), result.stderr
+
+
+@pytest.mark.slow
+def test_record_names_the_configuration(gpt_record):
+    record, _ = gpt_record
+    assert (record["benchmark"], record["model"], record["size"]) == ("step_throughput", "gpt", "tiny")
+    assert {k: record[k] for k in GPT_SHAPES} == GPT_SHAPES
+    assert record["steps"] == 1 and len(record["step_times_s"]) == 1
+    assert "gpt_train.optim.grad_accum_steps=1" in record["overrides"]
+    assert record["precision"] == "float32"
+
+
+@pytest.mark.slow
+def test_record_holds_machine_info(gpt_record):
+    machine = gpt_record[0]["machine"]
+    assert machine["backend"] == "cpu"
+    assert machine["device_count"] >= 1 and machine["cpu_count"] >= 1
+    assert len(machine["load_avg_start"]) == 3
+    assert machine["jax_version"]
+
+
+@pytest.mark.slow
+def test_rates_follow_from_the_median_step_time(gpt_record):
+    r = gpt_record[0]
+    median = r["median_step_s"]
+    assert median == r["min_step_s"] == r["step_times_s"][0] > 0
+    assert r["steps_per_s"] == pytest.approx(1 / median)
+    assert r["samples_per_s"] == pytest.approx(GPT_SHAPES["batch"] / median)
+    assert r["tokens_per_s"] == pytest.approx(GPT_SHAPES["batch"] * (GPT_SHAPES["text_len"] + GPT_SHAPES["semantic_len"]) / median)
+    assert r["audio_seconds_per_s"] is None
+
+
+@pytest.mark.slow
+def test_flops_are_reported_against_the_measured_peak(gpt_record):
+    r = gpt_record[0]
+    assert r["flops_per_step"] > 0
+    assert r["achieved_flops_per_s"] == pytest.approx(r["flops_per_step"] / r["median_step_s"])
+    peak = r["matmul_peak"]
+    assert (peak["size"], peak["repeats"], peak["dtype"]) == (256, 2, "float32")
+    assert peak["flops_per_s"] == pytest.approx(2 * 256**3 / peak["best_s"])
+    assert r["fraction_of_matmul_peak"] == pytest.approx(r["achieved_flops_per_s"] / peak["flops_per_s"])
+
+
+@pytest.mark.slow
+def test_memory_and_compile_time_are_recorded(gpt_record):
+    r = gpt_record[0]
+    assert r["compile_s"] > 0 and r["peak_host_rss_mb"] > 0
+    assert r["device_memory"] is None  # the CPU backend reports no memory statistics
+    assert r["xla_memory"]["temp_size_in_bytes"] > 0
+    assert math.isfinite(r["final_loss"])
+
+
+@pytest.mark.slow
+def test_table_lists_the_configuration(gpt_record):
+    _, stderr = gpt_record
+    assert "model" in stderr and "GFLOP/s" in stderr
+    assert any(line.split()[:2] == ["gpt", "tiny"] for line in stderr.splitlines())
