@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make train   bootstrap .venv, then the demo job (preprocess, train SoVITS and GPT, synthesize)
 #   make test    bootstrap .venv, then the test suite (2 xdist workers, persistent XLA cache)
-# Other targets: make lint, make bench, make clean.
+# Other targets: make lint, make bench (step throughput), make ablation (learning-rate schedules), make clean.
 
 SHELL := /bin/bash
 VENV := .venv
@@ -21,7 +21,7 @@ find_python = for p in $${PYTHON:-} python3.13 python3.12 python3 $$(ls -d $${PY
 	  if [ -n "$$p" ] && "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then command -v "$$p" || echo "$$p"; exit 0; fi; \
 	done; echo "no Python >= 3.12 found: install python3.12 or set PYTHON=/path/to/python" >&2; exit 1
 
-.PHONY: train test lint bench clean venv
+.PHONY: train test lint bench ablation clean venv
 
 venv: $(STAMP)
 
@@ -44,6 +44,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_throughput.py --out benchmarks/results/step_throughput_cpu.jsonl
+
+ablation: $(STAMP)
+	$(PY) benchmarks/lr_ablation.py --sovits-seeds 1234 1235 --gpt-seeds 1234 1235 1236
 
 clean:
 	rm -rf $(VENV) .cache runs cache
