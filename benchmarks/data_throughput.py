@@ -1,13 +1,15 @@
 """Batches per second of the SoVITS and GPT input pipelines on the preprocessed demo corpus.
 
-    PYTHONPATH=. python benchmarks/data_throughput.py [--configs configs/tiny.yaml configs/v2.yaml] [--batches 60]
+    PYTHONPATH=. python benchmarks/data_throughput.py [--configs configs/tiny.yaml configs/v2.yaml] [--batches 60] \\
+        [--out benchmarks/results/data_throughput_cpu.jsonl]
 
 Preprocesses the demo corpus into each config's ``data.cache_dir`` first if needed (resumable,
 so a no-op the second time). GPT batches need semantic tokens; when the cache has none, the
 benchmark writes zero tokens of the right lengths to a temporary file (never into the cache),
 since their values do not change the loading cost. Prints one JSON object per config to stdout:
 batches/s (and utterances/s, seconds of audio/s) for each stage with the config's global batch
-size and the default read options, after ``--warmup`` batches. Compare ``batches_per_s`` with the
+size and the default read options, after ``--warmup`` batches (``--out FILE`` appends the same
+lines to a JSON-lines file). Compare ``batches_per_s`` with the
 train step's steps/s: the pipeline must stay ahead of the step.
 """
 
@@ -15,7 +17,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
+import os
+import platform
 import sys
 import tempfile
 import time
@@ -55,8 +60,10 @@ def _zero_tokens(cache_dir: Path, out: Path) -> Path:
     return out
 
 
-def benchmark(config_path: str, batches: int, warmup: int, threads: int, prefetch: int) -> dict:
-    config = load_config(config_path)
+def benchmark(config_path: str, batches: int, warmup: int, threads: int, prefetch: int, overrides: tuple[str, ...] = ()) -> dict:
+    """Preprocess (if needed) and time both stages' train iterators of one config; returns its JSON record."""
+    load_start = os.getloadavg()
+    config = load_config(config_path, list(overrides))
     cache_dir = Path(config.data.cache_dir)
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):
@@ -65,7 +72,18 @@ def benchmark(config_path: str, batches: int, warmup: int, threads: int, prefetc
     cache_bytes = sum(p.stat().st_size for p in cache_dir.rglob("*") if p.is_file())
     options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch)
     result = {
+        "benchmark": "data_throughput",
         "config": config.name,
+        "config_path": str(config_path),
+        "overrides": list(overrides),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "load_avg_start": list(load_start),
+        },
+        "batches": batches,
+        "warmup": warmup,
         "cache_dir": str(cache_dir),
         "preprocess_s": preprocess_s,
         "features_computed": summary.computed,
@@ -92,19 +110,30 @@ def benchmark(config_path: str, batches: int, warmup: int, threads: int, prefetc
                 **_time_batches(it, warmup, batches, "semantic_lens", config.audio.frame_rate / 2),
                 "padded_fraction": pipeline.padding_report(gpt).padded_fraction,
             }
+    result["machine"]["load_avg_end"] = list(os.getloadavg())
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["configs/tiny.yaml", "configs/v2.yaml"])
     parser.add_argument("--batches", type=int, default=60, help="timed batches per stage")
     parser.add_argument("--warmup", type=int, default=5, help="untimed batches first (thread start, page cache)")
     parser.add_argument("--threads", type=int, default=pipeline.default_read_options().num_threads)
     parser.add_argument("--prefetch", type=int, default=pipeline.default_read_options().prefetch_buffer_size)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override for every config"
+    )
+    parser.add_argument("--out", type=Path, help="also append one JSON line per config to this file")
+    args = parser.parse_args(argv)
     for config_path in args.configs:
-        print(json.dumps(benchmark(config_path, args.batches, max(args.warmup, 1), args.threads, args.prefetch)), flush=True)
+        record = benchmark(config_path, args.batches, max(args.warmup, 1), args.threads, args.prefetch, tuple(args.overrides))
+        line = json.dumps(record)
+        print(line, flush=True)
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            with args.out.open("a") as f:
+                f.write(line + "\n")
 
 
 if __name__ == "__main__":

@@ -104,3 +104,34 @@ def test_table_lists_the_configuration(gpt_record):
     _, stderr = gpt_record
     assert "model" in stderr and "GFLOP/s" in stderr
     assert any(line.split()[:2] == ["gpt", "tiny"] for line in stderr.splitlines())
+
+
+def test_data_throughput_times_both_pipelines_and_appends_json_lines(repo_root, tmp_path, capsys):
+    """The data benchmark on an 11-utterance subset: preprocesses into its own cache and reports both stages."""
+    import importlib.util
+
+    from tests.data.test_preprocess import demo_subset
+
+    spec = importlib.util.spec_from_file_location("data_throughput", repo_root / "benchmarks" / "data_throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "results" / "data.jsonl"
+    argv = ["--configs", str(repo_root / "configs" / "tiny.yaml"), "--batches", "4", "--warmup", "1", "--out", str(out)]
+    overrides = [f"data.list_path={demo_subset(tmp_path / 'corpus')}", f"data.cache_dir={tmp_path / 'cache'}", "data.eval_utterances=2"]
+    overrides += ["data.num_workers=1", "sovits_train.batch_size=2", "gpt_train.batch_size=2"]
+    for override in overrides:
+        argv += ["--set", override]
+    module.main(argv)
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert printed == [json.loads(line) for line in out.read_text().splitlines()]
+    (record,) = printed
+    assert record["benchmark"] == "data_throughput" and record["overrides"] == overrides
+    assert record["utterances"] == 11 and record["features_computed"] == 11
+    for stage in ("sovits", "gpt"):
+        result = record[stage]
+        assert result["batch_size"] == 2
+        assert result["batches_per_s"] > 0 and math.isfinite(result["batches_per_s"])
+        assert result["utterances_per_s"] == pytest.approx(2 * result["batches_per_s"], rel=1e-9)
+        assert 0.0 <= result["padded_fraction"] < 1.0
+    assert record["gpt"]["semantic_tokens"] == "zeros"
+    assert not (tmp_path / "cache" / "semantic.tsv").exists()  # the zero tokens never enter the cache
