@@ -46,7 +46,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/step_throughput.py --out benchmarks/results/step_throughput_cpu.jsonl
 
 ablation: $(STAMP)
-	$(PY) benchmarks/lr_ablation.py --sovits-seeds 1234 1235 --gpt-seeds 1234 1235 1236
+	$(PY) benchmarks/lr_ablation.py --sovits-seeds 1234 1235 1236 --gpt-seeds 1234 1235 1236
 
 clean:
 	rm -rf $(VENV) .cache runs cache

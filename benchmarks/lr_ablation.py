@@ -147,10 +147,11 @@ def train_run(
     """Train one run into ``run_dir`` (or reuse a finished one with the same overrides); returns its record."""
     from gptsovits_jax.train.stages import data_sources, train_stage
 
+    steps = (config.sovits_train if stage == "sovits" else config.gpt_train).steps
     record_path = run_dir / RUN_RECORD
     if not fresh and record_path.is_file():
         record = json.loads(record_path.read_text())
-        if record.get("overrides") == overrides and record.get("synthetic") == synthetic:
+        if record.get("overrides") == overrides and record.get("synthetic") == synthetic and record.get("final_step") == steps:
             print(f"  reusing {run_dir}", file=sys.stderr, flush=True)
             return record
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -163,12 +164,15 @@ def train_run(
         close = getattr(train, "close", None)
         if close is not None:
             close()
+    final_step = int(jax.device_get(result.state.step))
+    if final_step != steps:  # stopped early (SIGTERM, Ctrl-C, divergence): not a result, and not reused next time
+        raise RuntimeError(f"{run_dir}: training stopped at step {final_step} of {steps}; rerun to train it again")
     record = {
         "overrides": overrides,
         "synthetic": synthetic,
         "wall_s": time.perf_counter() - started,
         "steps_per_s_with_compile": result.steps_per_second,
-        "final_step": int(jax.device_get(result.state.step)),
+        "final_step": final_step,
     }
     record_path.write_text(json.dumps(record, indent=1))
     return record

@@ -101,3 +101,31 @@ def test_few_step_synthetic_ablation_writes_summary_and_plot(ablation, tmp_path,
     assert gpt["aggregate"]["constant"]["smoothed_vs_constant_pct"] == [0.0, 0.0]
     printed = capsys.readouterr().out
     assert "| constant |" in printed and "mean [min, max] over seeds 1, 2" in printed
+
+
+def test_a_run_stopped_early_is_an_error_and_not_recorded(ablation, repo_root, tmp_path, monkeypatch):
+    """A SIGTERM'd run returns normally from the loop; it must not be kept as a finished run."""
+    import types
+
+    from gptsovits_jax.train import stages
+
+    config = load_config(repo_root / "configs" / "tiny.yaml", ["sovits_train.steps=40"])
+
+    def trained_to(step):
+        def train_stage(stage, config, run_dir, *args, **kwargs):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            return types.SimpleNamespace(state=types.SimpleNamespace(step=np.int32(step)), steps_per_second=1.0)
+
+        return train_stage
+
+    monkeypatch.setattr(stages, "data_sources", lambda *args, **kwargs: ([], []))
+    monkeypatch.setattr(stages, "train_stage", trained_to(17))
+    with pytest.raises(RuntimeError, match="stopped at step 17 of 40"):
+        ablation.train_run("sovits", config, tmp_path / "run", ["x=1"], True, None, fresh=False)
+    assert not (tmp_path / "run" / ablation.RUN_RECORD).exists()
+
+    monkeypatch.setattr(stages, "train_stage", trained_to(40))
+    record = ablation.train_run("sovits", config, tmp_path / "run", ["x=1"], True, None, fresh=False)
+    assert record["final_step"] == 40
+    monkeypatch.setattr(stages, "train_stage", lambda *args, **kwargs: pytest.fail("a finished run is trained again"))
+    assert ablation.train_run("sovits", config, tmp_path / "run", ["x=1"], True, None, fresh=False) == record
