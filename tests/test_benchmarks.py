@@ -135,3 +135,26 @@ def test_data_throughput_times_both_pipelines_and_appends_json_lines(repo_root, 
         assert 0.0 <= result["padded_fraction"] < 1.0
     assert record["gpt"]["semantic_tokens"] == "zeros"
     assert not (tmp_path / "cache" / "semantic.tsv").exists()  # the zero tokens never enter the cache
+
+
+def test_gpt_matmul_bound_counts_every_matmul_of_the_step(repo_root):
+    """FLOPs per matmul from the shapes, counts per step, and the bound derived from the timings."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpt_matmul_bound", repo_root / "benchmarks" / "gpt_matmul_bound.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--size", "tiny", "--batch", "2", "--text-len", "8", "--semantic-len", "12", "--repeats", "2"]
+    record = module.main([*argv, "--peak-size", "128", "--peak-repeats", "1"])
+    gemms = {g["name"]: g for g in record["gemms"]}
+    m, d, f, layers = 2 * 20, 64, 256, 2  # tiny: hidden 64, ffn 256, 2 layers, 4 heads of 16
+    assert gemms["in_proj fwd"]["flops"] == 2 * m * d * 3 * d and gemms["in_proj fwd"]["count"] == layers
+    assert gemms["linear2 dw"]["shapes"] == [[m, f], [m, d]] and gemms["linear2 dw"]["flops"] == 2 * m * f * d
+    assert gemms["scores fwd"]["flops"] == 2 * (2 * 4) * 20 * 16 * 20
+    assert "bert_proj dx" not in gemms and gemms["ar_predict_layer dx"]["count"] == 1
+    assert len(gemms) == 4 * 3 * 1 + 2 * 3 + 2 + 3  # four dense layers, two batched products, bert_proj, logits
+    total = sum(g["flops"] * g["count"] for g in record["gemms"])
+    assert record["matmul_flops_per_step"] == total
+    best = sum(g["best_s"] * g["count"] for g in record["gemms"])
+    assert record["bound_flops_per_s"]["best"] == pytest.approx(total / best)
+    assert record["bound_fraction_of_peak"]["best"] == pytest.approx(total / best / record["matmul_peak"]["flops_per_s"])
