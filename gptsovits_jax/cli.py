@@ -132,13 +132,29 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
 
 def demo_reference(config) -> tuple[Path, str, str]:
-    """The first English utterance of the manifest: ``(wav path, text, language)``."""
-    from gptsovits_jax.data.manifest import read_manifest
+    """The demo's reference: the manifest's first English utterance of upstream's 3-10 s.
 
-    for utt in read_manifest(config.data.list_path):
-        if utt.language == "en":
+    Falls back to the longest English utterance when none is in that range. Returns
+    ``(wav path, text, language)``.
+    """
+    import soundfile
+
+    from gptsovits_jax.data.manifest import read_manifest
+    from gptsovits_jax.infer import REFERENCE_SECONDS
+
+    english = [utt for utt in read_manifest(config.data.list_path) if utt.language == "en"]
+    if not english:
+        raise ValueError(f"{config.data.list_path}: no English utterance to use as the demo reference")
+    seconds = {}
+    for utt in english:
+        try:
+            seconds[utt.wav_path] = soundfile.info(str(utt.wav_path)).duration
+        except (OSError, RuntimeError):  # unreadable: preprocessing reports it; it is just not a candidate
+            seconds[utt.wav_path] = 0.0
+        if REFERENCE_SECONDS[0] <= seconds[utt.wav_path] <= REFERENCE_SECONDS[1]:
             return Path(utt.wav_path), utt.text, utt.language
-    raise ValueError(f"{config.data.list_path}: no English utterance to use as the demo reference")
+    utt = max(english, key=lambda u: seconds[u.wav_path])
+    return Path(utt.wav_path), utt.text, utt.language
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -1,0 +1,35 @@
+"""The demo command's choice of reference recording."""
+
+import dataclasses
+
+import soundfile
+
+from gptsovits_jax.cli import demo_reference
+from gptsovits_jax.infer import REFERENCE_SECONDS
+from tests.data.test_preprocess import demo_subset
+
+
+def test_demo_reference_is_the_first_english_utterance_of_upstreams_length(tiny_config, repo_root):
+    wav, text, language = demo_reference(tiny_config)
+    assert language == "en"
+    assert REFERENCE_SECONDS[0] <= soundfile.info(str(wav)).duration <= REFERENCE_SECONDS[1]
+    lines = (repo_root / "data" / "demo" / "demo.list").read_text(encoding="utf-8").splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith(f"{wav.parent.name}/{wav.name}|"))
+    assert lines[first].endswith(f"|en|{text}")
+    for line in lines[:first]:  # every earlier English line is outside 3-10 s
+        path, _, lang, _ = line.split("|")
+        seconds = soundfile.info(str(repo_root / "data" / "demo" / path)).duration
+        assert lang != "en" or not REFERENCE_SECONDS[0] <= seconds <= REFERENCE_SECONDS[1]
+
+
+def test_demo_reference_falls_back_to_the_longest_english_utterance(tiny_config, tmp_path):
+    short = [0, 4, 8]  # three English lines, each under 3 s
+    list_path = demo_subset(tmp_path, short)
+    config = dataclasses.replace(tiny_config, data=dataclasses.replace(tiny_config.data, list_path=str(list_path)))
+    durations = {}
+    for line in list_path.read_text(encoding="utf-8").splitlines():
+        path = line.split("|")[0]
+        durations[path] = soundfile.info(str(tmp_path / path)).duration
+    assert max(durations.values()) < REFERENCE_SECONDS[0]
+    wav, _, _ = demo_reference(config)
+    assert f"{wav.parent.name}/{wav.name}" == max(durations, key=durations.get)
