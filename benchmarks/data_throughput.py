@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
 import os
 import platform
 import sys
@@ -31,6 +30,9 @@ import numpy as np
 
 from gptsovits_jax.config import load_config
 from gptsovits_jax.data import pipeline, preprocess, semantic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_throughput import emit_record
 
 
 def _time_batches(iterator: pipeline.BatchIterator, warmup: int, batches: int, frame_key: str, frames_per_second: float) -> dict:
@@ -128,12 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     for config_path in args.configs:
         record = benchmark(config_path, args.batches, max(args.warmup, 1), args.threads, args.prefetch, tuple(args.overrides))
-        line = json.dumps(record)
-        print(line, flush=True)
-        if args.out is not None:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            with args.out.open("a") as f:
-                f.write(line + "\n")
+        emit_record(record, args.out)
 
 
 if __name__ == "__main__":

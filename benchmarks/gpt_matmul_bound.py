@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import platform
@@ -40,7 +39,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from step_throughput import SIZES, matmul_peak  # noqa: E402
+from step_throughput import SIZES, emit_record, matmul_peak  # noqa: E402
 
 
 def gemms(cfg: Any, batch: int, text_len: int, semantic_len: int) -> list[dict[str, Any]]:
@@ -147,12 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "bound_fraction_of_peak": {"best": flops / time_best / peak, "median": flops / time_median / peak},
         "gemms": [{**r, "shapes": [list(s) for s in r["shapes"]]} for r in rows],
     }
-    line = json.dumps(record)
-    print(line, flush=True)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("a") as f:
-            f.write(line + "\n")
+    emit_record(record, args.out)
     print(f"{'matmul':<24} {'shapes':<34} {'count':>5} {'GFLOP':>8} {'best ms':>9} {'GFLOP/s':>8}", file=sys.stderr)
     for r in rows:
         shapes = " x ".join(str(tuple(s)) for s in r["shapes"])

@@ -49,6 +49,16 @@ DEFAULTS = {
 BENCH_OVERRIDES = {"gpt": ["gpt_train.optim.grad_accum_steps=1"], "sovits": []}
 
 
+def emit_record(record: dict[str, Any], out: Path | None) -> None:
+    """Print ``record`` as one JSON line on stdout and, when ``out`` is given, append it to that JSON-lines file."""
+    line = json.dumps(record)
+    print(line, flush=True)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a") as f:
+            f.write(line + "\n")
+
+
 # --------------------------------------------------------------------------- measurements (run in the child)
 
 
@@ -291,12 +301,7 @@ def main(argv: list[str] | None = None) -> None:
             with multiprocessing.get_context("spawn").Pool(1) as pool:
                 record = pool.apply(run_configuration, (spec,))
         records.append(record)
-        line = json.dumps(record)
-        print(line, flush=True)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            with args.out.open("a") as f:
-                f.write(line + "\n")
+        emit_record(record, args.out)
     print(_table(records), file=sys.stderr)
 
 
