@@ -49,6 +49,12 @@ DEFAULTS = {
 BENCH_OVERRIDES = {"gpt": ["gpt_train.optim.grad_accum_steps=1"], "sovits": []}
 
 
+def _display_path(path: Path | str) -> str:
+    """``path`` relative to the repository when it is inside it (records do not name the machine's directories)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def emit_record(record: dict[str, Any], out: Path | None) -> None:
     """Print ``record`` as one JSON line on stdout and, when ``out`` is given, append it to that JSON-lines file."""
     line = json.dumps(record)
@@ -184,7 +190,7 @@ def run_configuration(spec: dict[str, Any]) -> dict[str, Any]:
         "benchmark": "step_throughput",
         "model": model,
         "size": spec["size"],
-        "config": str(spec["config_path"]),
+        "config": _display_path(spec["config_path"]),
         "overrides": overrides,
         "precision": config.gpt_train.precision if model == "gpt" else config.sovits_train.precision,
         **shapes,
