@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "jax_version": jax.__version__,
             "load_avg_start": list(load_start),
             "load_avg_end": list(os.getloadavg()),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
         },
         "matmul_peak": {"before": peak_before, "after": peak_after, "flops_per_s": peak},
         "matmul_flops_per_step": flops,

@@ -205,6 +205,7 @@ def run_configuration(spec: dict[str, Any]) -> dict[str, Any]:
             "python_version": platform.python_version(),
             "load_avg_start": list(load_start),
             "load_avg_end": list(os.getloadavg()),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
         },
         "build_s": build_s,
         "compile_s": compile_s,

@@ -54,6 +54,7 @@ def test_record_names_the_configuration(gpt_record):
     record, _ = gpt_record
     assert (record["benchmark"], record["model"], record["size"]) == ("step_throughput", "gpt", "tiny")
     assert record["config"] == "configs/tiny.yaml"  # relative to the repository, not this machine's directories
+    assert record["machine"]["xla_flags"] == os.environ.get("XLA_FLAGS", "")
     assert {k: record[k] for k in GPT_SHAPES} == GPT_SHAPES
     assert record["steps"] == 1 and len(record["step_times_s"]) == 1
     assert "gpt_train.optim.grad_accum_steps=1" in record["overrides"]
