@@ -87,12 +87,26 @@ def matmul_convolutions() -> bool:
     return jax.default_backend() == "cpu"
 
 
-def _taps(x: jax.Array, kernel_size: int, stride: int, dilation: int, length: int) -> list[jax.Array]:
-    """The ``kernel_size`` strided windows of ``x [B, T, ...]`` along axis 1 that meet each output position.
+def _taps(x: jax.Array, kernel_size: int, stride: int, dilation: int, padding: tuple[int, int]) -> list[jax.Array]:
+    """The ``kernel_size`` strided windows of ``x [B, T, ...]``, zero-padded along axis 1, that meet each output position.
 
-    Window ``k`` holds ``x[:, k * dilation + stride * t]`` for ``t < length``.
+    With ``xp`` the padded input, window ``k`` holds ``xp[:, k * dilation + stride * t]`` for
+    ``t < (T + pl + pr - dilation * (kernel_size - 1) - 1) // stride + 1`` (the output length).
     """
+    x = jnp.pad(x, ((0, 0), tuple(padding)) + ((0, 0),) * (x.ndim - 2))
+    length = (x.shape[1] - dilation * (kernel_size - 1) - 1) // stride + 1
     return [lax.slice_in_dim(x, k * dilation, k * dilation + stride * (length - 1) + 1, stride=stride, axis=1) for k in range(kernel_size)]
+
+
+def _im2col_matmul(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, padding: tuple[int, int]) -> jax.Array:
+    """Dense correlation along axis 1 as one matmul: ``x [B, T, ..., C_in]``, ``kernel [K, C_in, C_out]`` -> ``[B, T_out, ..., C_out]``.
+
+    The ``K`` taps go side by side in channels and meet ``kernel`` reshaped to ``[K * C_in, C_out]``.
+    """
+    k, in_ch, out_ch = kernel.shape
+    taps = _taps(x, k, stride, dilation, padding)
+    cols = jnp.concatenate(taps, axis=-1) if k > 1 else taps[0]
+    return jnp.dot(cols, kernel.reshape(k * in_ch, out_ch))
 
 
 def conv1d(
@@ -128,12 +142,10 @@ def conv1d(
             feature_group_count=groups,
         )
     # im2col: the K taps side by side in channels, then one matmul (per group) over K * C_in / groups.
-    x = jnp.pad(x, ((0, 0), padding, (0, 0)))
-    length = (x.shape[1] - dilation * (k - 1) - 1) // stride + 1
-    taps = _taps(x, k, stride, dilation, length)
     if groups == 1:
-        cols = jnp.concatenate(taps, axis=-1) if k > 1 else taps[0]
-        return jnp.dot(cols, kernel.reshape(k * in_per_group, out_ch))
+        return _im2col_matmul(x, kernel, stride, dilation, padding)
+    taps = _taps(x, k, stride, dilation, padding)
+    length = taps[0].shape[1]
     cols = jnp.stack(taps, axis=2).reshape(x.shape[0], length, k, groups, in_per_group)
     y = jnp.einsum("btkgc,kcgo->btgo", cols, kernel.reshape(k, in_per_group, groups, out_ch // groups))
     return y.reshape(x.shape[0], length, out_ch)
@@ -184,15 +196,10 @@ def conv2d(
 
     Returns ``[B, (H + ph_top + ph_bottom - kh) // sh + 1, (W + pw_left + pw_right - kw) // sw + 1, C_out]``.
     """
-    kh, kw, in_ch, out_ch = kernel.shape
-    if not matmul_convolutions() or kw != 1 or stride[1] != 1 or tuple(padding[1]) != (0, 0):
+    if not matmul_convolutions() or kernel.shape[1] != 1 or stride[1] != 1 or tuple(padding[1]) != (0, 0):
         return lax.conv_general_dilated(x, kernel, window_strides=stride, padding=padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
     # A (kh, 1) kernel (the period discriminator's) convolves every column alone: im2col along H, one matmul.
-    x = jnp.pad(x, ((0, 0), tuple(padding[0]), (0, 0), (0, 0)))
-    length = (x.shape[1] - kh) // stride[0] + 1
-    taps = _taps(x, kh, stride[0], 1, length)
-    cols = jnp.concatenate(taps, axis=-1) if kh > 1 else taps[0]
-    return jnp.dot(cols, kernel.reshape(kh * in_ch, out_ch))
+    return _im2col_matmul(x, kernel[:, 0], stride[0], 1, padding[0])
 
 
 def mish(x: jax.Array) -> jax.Array:
