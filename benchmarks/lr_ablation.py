@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -221,35 +222,26 @@ def steps_to_target(curve: list[tuple[int, float]], target: float, window: int) 
 
 
 class Synthesizers:
-    """Jitted whole-utterance synthesis, one per model shape, reused over checkpoints and runs."""
+    """Jitted :func:`~gptsovits_jax.train.sovits_step.resynthesize`, one per model shape, reused over checkpoints and runs."""
 
     def __init__(self) -> None:
         self._fns: dict[str, Any] = {}
 
     def get(self, setup: Any) -> Any:
-        from gptsovits_jax.models.sovits import SynthesizerTrn
+        from gptsovits_jax.train.sovits_step import resynthesize
 
         cfg = setup.config
         key = json.dumps([to_dict(cfg.sovits), to_dict(cfg.audio), cfg.ssl.dim, cfg.text.phoneme_vocab_size, cfg.sovits_train.precision])
         if key not in self._fns:
-            synth = setup.synth
-
-            @jax.jit
-            def synthesize(params_g, quantizer, ssl, spec, spec_lens, text, text_lens):
-                variables = {"params": params_g, "quantizer": quantizer}
-                return synth.apply(
-                    variables, ssl, spec, spec_lens, text, text_lens, rng=jax.random.PRNGKey(0), method=SynthesizerTrn.infer_full
-                )
-
-            self._fns[key] = synthesize
+            self._fns[key] = jax.jit(functools.partial(resynthesize, setup))
         return self._fns[key]
 
 
 def checkpoint_mcd(run_dir: Path, eval_batches: list[dict[str, np.ndarray]], synthesizers: Synthesizers) -> list[dict[str, Any]]:
     """MCD (dB) of the eval utterances resynthesised by every checkpoint in ``run_dir/checkpoints``.
 
-    Each utterance is synthesised with ``SynthesizerTrn.infer_full`` (its own content and
-    reference spectrogram, noise scale 0.5, noise key 0), cut to its ``spec_lens * hop`` samples
+    Each utterance is synthesised by ``resynthesize`` (``SynthesizerTrn.infer_full`` on its own
+    content and reference spectrogram, noise scale 0.5, noise key 0), cut to its ``spec_lens * hop`` samples
     and compared with the batch's ``wav``: the cached 32 kHz training waveform of that utterance.
     """
     from gptsovits_jax.train.checkpoint import restore_train_state
@@ -262,11 +254,8 @@ def checkpoint_mcd(run_dir: Path, eval_batches: list[dict[str, np.ndarray]], syn
         hop, sample_rate = config.audio.hop_length, config.audio.sample_rate
         per_utterance = {}
         for batch in eval_batches:
-            wave = np.asarray(
-                synthesize(
-                    state.params_g, state.quantizer, batch["ssl"], batch["spec"], batch["spec_lens"], batch["text"], batch["text_lens"]
-                )
-            )
+            inputs = {k: batch[k] for k in ("ssl", "spec", "spec_lens", "text", "text_lens")}
+            wave = np.asarray(synthesize(state.params_g, state.quantizer, inputs))
             valid = batch.get("valid", np.ones(len(batch["spec_lens"]), bool))
             for row in np.flatnonzero(valid):
                 n = int(batch["spec_lens"][row]) * hop

@@ -266,6 +266,25 @@ def _plateau_args(state: SoVITSTrainState) -> dict[str, jax.Array]:
     return {"validation_loss": state.validation_loss, "validation_round": state.validation_round}
 
 
+def resynthesize(setup: SoVITSSetup, params_g: Any, quantizer: Any, batch: dict[str, jax.Array]) -> jax.Array:
+    """Whole utterances resynthesised from their own content and reference: ``[B, T_spec * hop]`` samples at 32 kHz.
+
+    ``SynthesizerTrn.infer_full`` on the batch's ``ssl``, ``spec``, ``spec_lens``, ``text``
+    and ``text_lens`` with the fixed noise key 0, so the same parameters give the same audio.
+    Samples past ``spec_lens * hop`` of a row are padding.
+    """
+    return setup.synth.apply(
+        {"params": params_g, "quantizer": quantizer},
+        batch["ssl"],
+        batch["spec"],
+        batch["spec_lens"],
+        batch["text"],
+        batch["text_lens"],
+        rng=jax.random.PRNGKey(0),
+        method=SynthesizerTrn.infer_full,
+    )
+
+
 def sovits_eval_step(setup: SoVITSSetup, state: SoVITSTrainState, batch: dict[str, jax.Array], rng: jax.Array) -> dict[str, jax.Array]:
     """Validation losses of one batch (no parameter or codebook change).
 

@@ -12,11 +12,10 @@ import jax
 import numpy as np
 
 from gptsovits_jax.config import Config
-from gptsovits_jax.models.sovits import SynthesizerTrn
 from gptsovits_jax.train import loop as loop_lib
 from gptsovits_jax.train.gpt_step import create_gpt_state, gpt_eval_step, jit_gpt_train_step
 from gptsovits_jax.train.parallel import batch_sharded, check_batch_size, initialize_distributed, make_mesh, put_replicated, replicated
-from gptsovits_jax.train.sovits_step import create_sovits_state, jit_sovits_train_step, sovits_eval_step
+from gptsovits_jax.train.sovits_step import create_sovits_state, jit_sovits_train_step, resynthesize, sovits_eval_step
 from gptsovits_jax.train.synthetic import RepeatingBatches, synthetic_gpt_batch, synthetic_sovits_batch
 
 log = logging.getLogger(__name__)
@@ -26,24 +25,12 @@ STAGES = ("sovits", "gpt")
 
 def sovits_sample_audio(setup, batch: dict[str, np.ndarray]):
     """``state -> (waveform, sample_rate)``: the first utterance of ``batch`` resynthesised at full length."""
-    arrays = {k: v[:1] for k, v in batch.items() if k in ("ssl", "spec", "spec_lens", "text", "text_lens")}
-
-    @jax.jit
-    def synthesize(params_g, quantizer):
-        return setup.synth.apply(
-            {"params": params_g, "quantizer": quantizer},
-            arrays["ssl"],
-            arrays["spec"],
-            arrays["spec_lens"],
-            arrays["text"],
-            arrays["text_lens"],
-            rng=jax.random.PRNGKey(0),
-            method=SynthesizerTrn.infer_full,
-        )
+    first = {k: v[:1] for k, v in batch.items() if k in ("ssl", "spec", "spec_lens", "text", "text_lens")}
+    synthesize = jax.jit(lambda params_g, quantizer: resynthesize(setup, params_g, quantizer, first))
 
     def sample(state):
         wave = np.asarray(jax.device_get(synthesize(state.params_g, state.quantizer)))[0]
-        valid = int(arrays["spec_lens"][0]) * setup.config.audio.hop_length
+        valid = int(first["spec_lens"][0]) * setup.config.audio.hop_length
         return wave[:valid], setup.config.audio.sample_rate
 
     return sample

@@ -166,3 +166,20 @@ def test_mel_loss_falls_on_a_fixed_batch(frozen_config, frozen_step, batch):
     first, last = np.mean(mel[:10]), np.mean(mel[-10:])
     print(f"SoVITS small, fixed synthetic batch: mel loss (x45) {first:.1f} -> {last:.1f}, mean of the first and last 10 of 80 steps")
     assert last < 0.93 * first
+
+
+def test_tensorboard_sample_is_the_first_utterance_resynthesised_whole(small_sovits_config, step, batch):
+    """The loop's audio sample: row 0 of ``resynthesize`` on the eval batch, cut to its valid samples."""
+    from gptsovits_jax.train.sovits_step import resynthesize
+    from gptsovits_jax.train.stages import sovits_sample_audio
+
+    setup, _ = step
+    state, _ = create_sovits_state(small_sovits_config)
+    wave, sample_rate = sovits_sample_audio(setup, batch)(state)
+    hop = small_sovits_config.audio.hop_length
+    assert sample_rate == small_sovits_config.audio.sample_rate
+    assert wave.shape == (int(batch["spec_lens"][0]) * hop,)
+    assert np.all(np.isfinite(wave)) and np.std(wave) > 0
+    both = np.asarray(jax.jit(lambda p, q, b: resynthesize(setup, p, q, b))(state.params_g, state.quantizer, batch))
+    assert both.shape == (2, FRAMES * hop)
+    np.testing.assert_allclose(wave, both[0, : len(wave)], rtol=1e-4, atol=1e-5)
