@@ -29,7 +29,6 @@ import argparse
 import datetime
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -39,7 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from step_throughput import SIZES, emit_record, matmul_peak  # noqa: E402
+from step_throughput import SIZES, emit_record, machine_info, matmul_peak  # noqa: E402
 
 
 def gemms(cfg: Any, batch: int, text_len: int, semantic_len: int) -> list[dict[str, Any]]:
@@ -105,8 +104,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, help="also append the JSON object to this JSON-lines file")
     args = parser.parse_args(argv)
 
-    import jax
-
     from gptsovits_jax.config import load_config
 
     load_start = os.getloadavg()
@@ -130,16 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "semantic_len": args.semantic_len,
         "repeats": args.repeats,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "backend": jax.default_backend(),
-            "device_kind": jax.local_devices()[0].device_kind,
-            "cpu_count": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "jax_version": jax.__version__,
-            "load_avg_start": list(load_start),
-            "load_avg_end": list(os.getloadavg()),
-            "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        },
+        "machine": machine_info(load_start),
         "matmul_peak": {"before": peak_before, "after": peak_after, "flops_per_s": peak},
         "matmul_flops_per_step": flops,
         "matmul_time_per_step_s": {"best": time_best, "median": time_median},

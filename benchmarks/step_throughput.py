@@ -55,6 +55,25 @@ def _display_path(path: Path | str) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
+def machine_info(load_start: tuple[float, ...] | list[float]) -> dict[str, Any]:
+    """Backend, first device's kind, device and CPU counts, processor, jax and Python versions, load average at the
+    start (``load_start``) and now, and ``XLA_FLAGS``: the ``machine`` field of every record."""
+    import jax
+
+    return {
+        "backend": jax.default_backend(),
+        "device_kind": jax.local_devices()[0].device_kind,
+        "device_count": jax.device_count(),
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "jax_version": jax.__version__,
+        "python_version": platform.python_version(),
+        "load_avg_start": list(load_start),
+        "load_avg_end": list(os.getloadavg()),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
 def emit_record(record: dict[str, Any], out: Path | None) -> None:
     """Print ``record`` as one JSON line on stdout and, when ``out`` is given, append it to that JSON-lines file."""
     line = json.dumps(record)
@@ -185,7 +204,6 @@ def run_configuration(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
     median, best = statistics.median(times), min(times)
-    device = jax.local_devices()[0]
     record = {
         "benchmark": "step_throughput",
         "model": model,
@@ -195,18 +213,7 @@ def run_configuration(spec: dict[str, Any]) -> dict[str, Any]:
         "precision": config.gpt_train.precision if model == "gpt" else config.sovits_train.precision,
         **shapes,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "backend": jax.default_backend(),
-            "device_kind": device.device_kind,
-            "device_count": jax.device_count(),
-            "cpu_count": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "jax_version": jax.__version__,
-            "python_version": platform.python_version(),
-            "load_avg_start": list(load_start),
-            "load_avg_end": list(os.getloadavg()),
-            "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        },
+        "machine": machine_info(load_start),
         "build_s": build_s,
         "compile_s": compile_s,
         "warmup_steps": spec["warmup"],

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from tests.conftest import load_benchmark
+
 GPT_SHAPES = {"batch": 2, "text_len": 8, "semantic_len": 12}
 
 
@@ -110,13 +112,9 @@ def test_table_lists_the_configuration(gpt_record):
 
 def test_data_throughput_times_both_pipelines_and_appends_json_lines(repo_root, tmp_path, capsys):
     """The data benchmark on an 11-utterance subset: preprocesses into its own cache and reports both stages."""
-    import importlib.util
-
     from tests.data.test_preprocess import demo_subset
 
-    spec = importlib.util.spec_from_file_location("data_throughput", repo_root / "benchmarks" / "data_throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("data_throughput")
     out = tmp_path / "results" / "data.jsonl"
     argv = ["--configs", str(repo_root / "configs" / "tiny.yaml"), "--batches", "4", "--warmup", "1", "--out", str(out)]
     overrides = [f"data.list_path={demo_subset(tmp_path / 'corpus')}", f"data.cache_dir={tmp_path / 'cache'}", "data.eval_utterances=2"]
@@ -139,15 +137,12 @@ def test_data_throughput_times_both_pipelines_and_appends_json_lines(repo_root, 
     assert not (tmp_path / "cache" / "semantic.tsv").exists()  # the zero tokens never enter the cache
 
 
-def test_gpt_matmul_bound_counts_every_matmul_of_the_step(repo_root):
+def test_gpt_matmul_bound_counts_every_matmul_of_the_step():
     """FLOPs per matmul from the shapes, counts per step, and the bound derived from the timings."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gpt_matmul_bound", repo_root / "benchmarks" / "gpt_matmul_bound.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("gpt_matmul_bound")
     argv = ["--size", "tiny", "--batch", "2", "--text-len", "8", "--semantic-len", "12", "--repeats", "2"]
     record = module.main([*argv, "--peak-size", "128", "--peak-repeats", "1"])
+    assert record["machine"]["device_count"] >= 1 and record["machine"]["python_version"]  # the shared machine record
     gemms = {g["name"]: g for g in record["gemms"]}
     m, d, f, layers = 2 * 20, 64, 256, 2  # tiny: hidden 64, ffn 256, 2 layers, 4 heads of 16
     assert gemms["in_proj fwd"]["flops"] == 2 * m * d * 3 * d and gemms["in_proj fwd"]["count"] == layers

@@ -1,6 +1,5 @@
 """The learning-rate ablation benchmark: its schedules, its target rule, and a few-step run end to end."""
 
-import importlib.util
 import json
 import math
 
@@ -9,7 +8,7 @@ import pytest
 
 from gptsovits_jax import schedules
 from gptsovits_jax.config import ScheduleConfig, load_config
-from tests.conftest import SMALL_SOVITS
+from tests.conftest import SMALL_SOVITS, load_benchmark
 
 SMALL_GPT = ["gpt.hidden_dim=16", "gpt.num_heads=2", "gpt.num_layers=1", "gpt.ffn_dim=32", "gpt_train.batch_size=2"]
 # Four-step runs: one warmup step, and no separately scheduled GPT group (tiny's unfreezes at step 50).
@@ -22,11 +21,8 @@ SHORT_WARMUP = [
 
 
 @pytest.fixture(scope="module")
-def ablation(repo_root):
-    spec = importlib.util.spec_from_file_location("lr_ablation", repo_root / "benchmarks" / "lr_ablation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def ablation():
+    return load_benchmark("lr_ablation")
 
 
 BASE = ScheduleConfig(name="warmup_cosine", peak_lr=2e-4, init_lr=1e-5, end_lr=1e-5, warmup_steps=20)
