@@ -87,8 +87,8 @@ def emit_record(record: dict[str, Any], out: Path | None) -> None:
 # --------------------------------------------------------------------------- measurements (run in the child)
 
 
-def matmul_peak(size: int, repeats: int) -> dict[str, Any]:
-    """Best FLOP/s of a jitted ``[size, size] @ [size, size]`` float32 matmul over ``repeats`` timed calls."""
+def _matmul_timer(size: int):
+    """A compiled ``[size, size] @ [size, size]`` float32 matmul on fixed inputs: ``best_s(repeats)`` times it."""
     import jax
     import jax.numpy as jnp
 
@@ -96,11 +96,21 @@ def matmul_peak(size: int, repeats: int) -> dict[str, Any]:
     b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
     fn = jax.jit(jnp.matmul)
     fn(a, b).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - start)
+
+    def best_s(repeats: int) -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn(a, b).block_until_ready()
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    return best_s
+
+
+def matmul_peak(size: int, repeats: int) -> dict[str, Any]:
+    """Best FLOP/s of a jitted ``[size, size] @ [size, size]`` float32 matmul over ``repeats`` timed calls."""
+    best = _matmul_timer(size)(repeats)
     return {"size": size, "dtype": "float32", "repeats": repeats, "best_s": best, "flops_per_s": 2.0 * size**3 / best}
 
 
@@ -161,6 +171,10 @@ def _build(model: str, config: Any, shapes: dict[str, int], seed: int) -> tuple[
 def run_configuration(spec: dict[str, Any]) -> dict[str, Any]:
     """Build, compile and time one (model, size) configuration; returns its JSON record."""
     load_start = os.getloadavg()
+    from gptsovits_jax.host_memory import reuse_freed_memory
+
+    # Before jax starts its threads: see gptsovits_jax/host_memory.py (worth ~16% of the v2 GPT step on CPU).
+    host_memory_reuse = reuse_freed_memory(spec["host_memory"])
     import jax
 
     if not spec["compile_cache"]:
@@ -187,13 +201,17 @@ def run_configuration(spec: dict[str, Any]) -> dict[str, Any]:
     for _ in range(spec["warmup"]):
         state, metrics = compiled(state, batch, rng)
         jax.block_until_ready((state, metrics))
-    times = []
+    times, step_peaks = [], []
+    timer = _matmul_timer(spec["peak_size"]) if spec["interleaved_peak_repeats"] else None
     for i in range(spec["steps"]):
         key = jax.random.fold_in(rng, i)
         start = time.perf_counter()
         state, metrics = compiled(state, batch, key)
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - start)
+        if timer is not None:
+            # The peak right after each step: on a shared machine it drifts with the load as the step does.
+            step_peaks.append(2.0 * spec["peak_size"] ** 3 / timer(spec["interleaved_peak_repeats"]))
     loss_key = "loss/ce" if model == "gpt" else "loss/g/total"
     # Measured again after the steps: on a shared machine the best of both is the closer estimate of the true peak.
     peak_after = matmul_peak(spec["peak_size"], spec["peak_repeats"])
@@ -214,6 +232,7 @@ def run_configuration(spec: dict[str, Any]) -> dict[str, Any]:
         **shapes,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(load_start),
+        "host_memory_reuse": host_memory_reuse,
         "build_s": build_s,
         "compile_s": compile_s,
         "warmup_steps": spec["warmup"],
@@ -235,6 +254,10 @@ def run_configuration(spec: dict[str, Any]) -> dict[str, Any]:
         "matmul_peak": peak,
         "fraction_of_matmul_peak": flops / median / peak["flops_per_s"] if flops else None,
         "fraction_of_matmul_peak_best": flops / best / peak["flops_per_s"] if flops else None,
+        "interleaved_peak_flops_per_s": step_peaks or None,
+        "fraction_of_interleaved_peak": (
+            statistics.median(flops / t / p for t, p in zip(times, step_peaks, strict=True)) if flops and step_peaks else None
+        ),
     }
     return record
 
@@ -243,15 +266,16 @@ def run_configuration(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _table(records: list[dict[str, Any]]) -> str:
-    header = f"{'model':7} {'size':5} {'compile s':>9} {'median s':>9} {'min s':>8} {'steps/s':>8} {'GFLOP/step':>10} {'GFLOP/s':>8} {'peak':>6} {'load':>5}"
+    header = f"{'model':7} {'size':5} {'compile s':>9} {'median s':>9} {'min s':>8} {'steps/s':>8} {'GFLOP/step':>10} {'GFLOP/s':>8} {'peak':>6} {'step pk':>7} {'load':>5}"
     rows = [header, "-" * len(header)]
     for r in records:
         gflop = (r["flops_per_step"] or 0.0) / 1e9
-        frac = r["fraction_of_matmul_peak"]
+        frac, inter = r["fraction_of_matmul_peak"], r.get("fraction_of_interleaved_peak")
         rows.append(
             f"{r['model']:7} {r['size']:5} {r['compile_s']:9.1f} {r['median_step_s']:9.3f} {r['min_step_s']:8.3f} "
             f"{r['steps_per_s']:8.2f} {gflop:10.1f} {gflop / r['median_step_s']:8.1f} "
-            f"{'' if frac is None else f'{100 * frac:5.1f}%':>6} {r['machine']['load_avg_start'][0]:5.2f}"
+            f"{'' if frac is None else f'{100 * frac:5.1f}%':>6} {'' if inter is None else f'{100 * inter:5.1f}%':>7} "
+            f"{r['machine']['load_avg_start'][0]:5.2f}"
         )
     return "\n".join(rows)
 
@@ -275,6 +299,8 @@ def _specs(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "peak_size": args.peak_size,
                     "peak_repeats": args.peak_repeats,
                     "compile_cache": args.compile_cache,
+                    "host_memory": args.host_memory,
+                    "interleaved_peak_repeats": args.interleaved_peak_repeats,
                 }
             )
     return specs
@@ -299,7 +325,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peak-size", type=int, default=4096, help="side of the square matmul that measures the peak")
     parser.add_argument("--peak-repeats", type=int, default=5)
+    parser.add_argument(
+        "--interleaved-peak-repeats",
+        type=int,
+        default=2,
+        help="after every timed step, time the peak matmul this many times (best kept); 0: do not",
+    )
     parser.add_argument("--compile-cache", action="store_true", help="allow the persistent compilation cache (compile_s may be a load)")
+    parser.add_argument(
+        "--host-memory",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="keep freed host memory mapped for reuse (gptsovits_jax/host_memory.py); auto: on CPU-only machines",
+    )
     parser.add_argument("--in-process", action="store_true", help="run every configuration in this process (host RSS is cumulative)")
     parser.add_argument("--out", type=Path, help="append one JSON line per configuration to this file")
     args = parser.parse_args(argv)

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from gptsovits_jax import host_memory
 from tests.conftest import load_benchmark
 
 GPT_SHAPES = {"batch": 2, "text_len": 8, "semantic_len": 12}
@@ -61,6 +62,8 @@ def test_record_names_the_configuration(gpt_record):
     assert record["steps"] == 1 and len(record["step_times_s"]) == 1
     assert "gpt_train.optim.grad_accum_steps=1" in record["overrides"]
     assert record["precision"] == "float32"
+    # --host-memory auto: reused on a CPU-only glibc machine (gptsovits_jax/host_memory.py).
+    assert record["host_memory_reuse"] is (host_memory._glibc() is not None and not host_memory._accelerator_expected())
 
 
 @pytest.mark.slow
@@ -92,6 +95,10 @@ def test_flops_are_reported_against_the_measured_peak(gpt_record):
     assert (peak["size"], peak["repeats"], peak["dtype"]) == (256, 2, "float32")
     assert peak["flops_per_s"] == pytest.approx(2 * 256**3 / peak["best_s"])
     assert r["fraction_of_matmul_peak"] == pytest.approx(r["achieved_flops_per_s"] / peak["flops_per_s"])
+    # The peak is timed again right after every step, and each step is set against its own.
+    (step_peak,) = r["interleaved_peak_flops_per_s"]
+    assert step_peak > 0
+    assert r["fraction_of_interleaved_peak"] == pytest.approx(r["flops_per_step"] / r["step_times_s"][0] / step_peak)
 
 
 @pytest.mark.slow
