@@ -171,10 +171,6 @@ def _build(model: str, config: Any, shapes: dict[str, int], seed: int) -> tuple[
 def run_configuration(spec: dict[str, Any]) -> dict[str, Any]:
     """Build, compile and time one (model, size) configuration; returns its JSON record."""
     load_start = os.getloadavg()
-    from gptsovits_jax.host_memory import reuse_freed_memory
-
-    # Before jax starts its threads: see gptsovits_jax/host_memory.py (worth ~16% of the v2 GPT step on CPU).
-    host_memory_reuse = reuse_freed_memory(spec["host_memory"])
     import jax
 
     if not spec["compile_cache"]:
@@ -201,14 +197,16 @@ def run_configuration(spec: dict[str, Any]) -> dict[str, Any]:
     for _ in range(spec["warmup"]):
         state, metrics = compiled(state, batch, rng)
         jax.block_until_ready((state, metrics))
-    times, step_peaks = [], []
+    times, step_peaks, step_faults = [], [], []
     timer = _matmul_timer(spec["peak_size"]) if spec["interleaved_peak_repeats"] else None
     for i in range(spec["steps"]):
         key = jax.random.fold_in(rng, i)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
         state, metrics = compiled(state, batch, key)
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - start)
+        step_faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
         if timer is not None:
             # The peak right after each step: on a shared machine it drifts with the load as the step does.
             step_peaks.append(2.0 * spec["peak_size"] ** 3 / timer(spec["interleaved_peak_repeats"]))
@@ -232,7 +230,7 @@ def run_configuration(spec: dict[str, Any]) -> dict[str, Any]:
         **shapes,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(load_start),
-        "host_memory_reuse": host_memory_reuse,
+        "minor_page_faults_per_step": step_faults,
         "build_s": build_s,
         "compile_s": compile_s,
         "warmup_steps": spec["warmup"],
@@ -299,7 +297,6 @@ def _specs(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "peak_size": args.peak_size,
                     "peak_repeats": args.peak_repeats,
                     "compile_cache": args.compile_cache,
-                    "host_memory": args.host_memory,
                     "interleaved_peak_repeats": args.interleaved_peak_repeats,
                 }
             )
@@ -332,12 +329,6 @@ def main(argv: list[str] | None = None) -> None:
         help="after every timed step, time the peak matmul this many times (best kept); 0: do not",
     )
     parser.add_argument("--compile-cache", action="store_true", help="allow the persistent compilation cache (compile_s may be a load)")
-    parser.add_argument(
-        "--host-memory",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="keep freed host memory mapped for reuse (gptsovits_jax/host_memory.py); auto: on CPU-only machines",
-    )
     parser.add_argument("--in-process", action="store_true", help="run every configuration in this process (host RSS is cumulative)")
     parser.add_argument("--out", type=Path, help="append one JSON line per configuration to this file")
     args = parser.parse_args(argv)

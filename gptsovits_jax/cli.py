@@ -274,11 +274,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from gptsovits_jax.host_memory import reuse_freed_memory
-
-    # First, before jax starts its threads: on CPU, XLA's per-step temporary buffer is then reused instead of mapped
-    # and page-faulted anew every step (gptsovits_jax/host_memory.py; GPTSOVITS_JAX_REUSE_HOST_MEMORY=0 turns it off).
-    reuse_freed_memory()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         # orbax logs routine notes (e.g. opening a checkpoint read-only) as warnings through absl.
