@@ -42,6 +42,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Preloads jemalloc (apt-get install libjemalloc2) into each configuration's process when installed: see --allocator.
 bench: $(STAMP)
 	$(PY) benchmarks/step_throughput.py --out benchmarks/results/step_throughput_cpu.jsonl
 

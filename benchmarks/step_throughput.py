@@ -18,13 +18,17 @@ step and again after the timed steps).
 
 Each configuration runs in a fresh process (``spawn``), so compile caches, host RSS and
 device memory are its own; the persistent compilation cache is off unless
-``--compile-cache`` is given, so ``compile_s`` is a real compile. The same command runs on
-CPU, GPU and TPU (``JAX_PLATFORMS`` picks the backend).
+``--compile-cache`` is given, so ``compile_s`` is a real compile. That process preloads
+jemalloc with its decay off when it is installed (``--allocator``, default ``auto``): it
+keeps XLA:CPU's per-call temporary buffer mapped between steps, where glibc maps and
+page-faults it anew every step (about 1 s of the v2 GPT step on the development CPU).
+The same command runs on CPU, GPU and TPU (``JAX_PLATFORMS`` picks the backend).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import multiprocessing
@@ -47,6 +51,22 @@ DEFAULTS = {
 }
 # A benchmark step is one full optimizer step: gradient accumulation would apply the update every k-th call only.
 BENCH_OVERRIDES = {"gpt": ["gpt_train.optim.grad_accum_steps=1"], "sovits": []}
+# Environment variables that change the host allocator (which changes CPU step times): recorded with each run.
+ALLOCATOR_ENV = ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES")
+# Where Debian/Ubuntu (package libjemalloc2), Fedora/RHEL and source installs put jemalloc.
+JEMALLOC_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+    "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
+    "/usr/lib64/libjemalloc.so.2",
+    "/usr/lib/libjemalloc.so.2",
+    "/usr/local/lib/libjemalloc.so.2",
+)
+# XLA:CPU allocates each call's temporary buffer (2.3 GB for the v2 GPT step) and frees it at the end. glibc maps
+# and unmaps blocks that large on every call, and jemalloc's default decay returns the pages within seconds: either
+# way every step page-faults the whole buffer again (~600,000 faults, ~1 s). With decay off, jemalloc keeps the
+# freed pages mapped for the next call. See benchmarks/README.md, "Host allocator".
+JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+ALLOCATORS = ("auto", "jemalloc", "system")
 
 
 def _display_path(path: Path | str) -> str:
@@ -57,7 +77,8 @@ def _display_path(path: Path | str) -> str:
 
 def machine_info(load_start: tuple[float, ...] | list[float]) -> dict[str, Any]:
     """Backend, first device's kind, device and CPU counts, processor, jax and Python versions, load average at the
-    start (``load_start``) and now, and ``XLA_FLAGS``: the ``machine`` field of every record."""
+    start (``load_start``) and now, ``XLA_FLAGS`` and the host allocator's environment (``LD_PRELOAD``,
+    ``MALLOC_CONF``, ``GLIBC_TUNABLES`` where set): the ``machine`` field of every record."""
     import jax
 
     return {
@@ -71,7 +92,64 @@ def machine_info(load_start: tuple[float, ...] | list[float]) -> dict[str, Any]:
         "load_avg_start": list(load_start),
         "load_avg_end": list(os.getloadavg()),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "allocator": host_allocator(),
+        "allocator_env": {k: os.environ[k] for k in ALLOCATOR_ENV if k in os.environ},
     }
+
+
+def host_allocator() -> str:
+    """``"jemalloc"`` when this process preloads it, ``"preloaded"`` for another ``LD_PRELOAD``, else ``"system"``."""
+    preload = os.environ.get("LD_PRELOAD", "")
+    return "jemalloc" if "jemalloc" in preload else ("preloaded" if preload.strip() else "system")
+
+
+def find_jemalloc(candidates: tuple[str, ...] = JEMALLOC_CANDIDATES) -> str | None:
+    """The first of ``candidates`` that exists, or ``None``."""
+    return next((path for path in candidates if os.path.exists(path)), None)
+
+
+def allocator_env(allocator: str, candidates: tuple[str, ...] = JEMALLOC_CANDIDATES) -> dict[str, str | None]:
+    """Changes to the environment that make a fresh process use ``allocator`` (``None``: unset the variable).
+
+    ``"system"`` unsets ``LD_PRELOAD`` and ``MALLOC_CONF``; ``"jemalloc"`` preloads the first of ``candidates`` with
+    :data:`JEMALLOC_CONF` (``FileNotFoundError`` naming the paths tried when there is none); ``"auto"`` is
+    ``"jemalloc"`` when it is found and ``LD_PRELOAD`` is not already set, otherwise no change.
+    """
+    if allocator not in ALLOCATORS:
+        raise ValueError(f"unknown allocator {allocator!r}: expected one of {', '.join(ALLOCATORS)}")
+    if allocator == "system":
+        return {"LD_PRELOAD": None, "MALLOC_CONF": None}
+    path = find_jemalloc(candidates)
+    if path is None:
+        if allocator == "jemalloc":
+            raise FileNotFoundError(
+                f"--allocator jemalloc: libjemalloc.so.2 is not in any of {', '.join(candidates)}; "
+                "install it (Debian/Ubuntu: apt-get install libjemalloc2) or use --allocator system"
+            )
+        return {}
+    if allocator == "auto" and os.environ.get("LD_PRELOAD"):
+        return {}
+    return {"LD_PRELOAD": path, "MALLOC_CONF": JEMALLOC_CONF}
+
+
+@contextlib.contextmanager
+def environment(changes: dict[str, str | None]):
+    """Apply ``changes`` to ``os.environ`` (``None`` unsets) for the ``with`` block, then restore it."""
+    saved = {key: os.environ.get(key) for key in changes}
+    try:
+        for key, value in changes.items():
+            _set_env(key, value)
+        yield
+    finally:
+        for key, value in saved.items():
+            _set_env(key, value)
+
+
+def _set_env(key: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
 
 
 def emit_record(record: dict[str, Any], out: Path | None) -> None:
@@ -264,7 +342,7 @@ def run_configuration(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _table(records: list[dict[str, Any]]) -> str:
-    header = f"{'model':7} {'size':5} {'compile s':>9} {'median s':>9} {'min s':>8} {'steps/s':>8} {'GFLOP/step':>10} {'GFLOP/s':>8} {'peak':>6} {'step pk':>7} {'load':>5}"
+    header = f"{'model':7} {'size':5} {'compile s':>9} {'median s':>9} {'min s':>8} {'steps/s':>8} {'GFLOP/step':>10} {'GFLOP/s':>8} {'peak':>6} {'step pk':>7} {'load':>5} {'alloc':>8}"
     rows = [header, "-" * len(header)]
     for r in records:
         gflop = (r["flops_per_step"] or 0.0) / 1e9
@@ -273,7 +351,7 @@ def _table(records: list[dict[str, Any]]) -> str:
             f"{r['model']:7} {r['size']:5} {r['compile_s']:9.1f} {r['median_step_s']:9.3f} {r['min_step_s']:8.3f} "
             f"{r['steps_per_s']:8.2f} {gflop:10.1f} {gflop / r['median_step_s']:8.1f} "
             f"{'' if frac is None else f'{100 * frac:5.1f}%':>6} {'' if inter is None else f'{100 * inter:5.1f}%':>7} "
-            f"{r['machine']['load_avg_start'][0]:5.2f}"
+            f"{r['machine']['load_avg_start'][0]:5.2f} {r['machine'].get('allocator', ''):>8}"
         )
     return "\n".join(rows)
 
@@ -330,10 +408,28 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--compile-cache", action="store_true", help="allow the persistent compilation cache (compile_s may be a load)")
     parser.add_argument("--in-process", action="store_true", help="run every configuration in this process (host RSS is cumulative)")
+    parser.add_argument(
+        "--allocator",
+        choices=ALLOCATORS,
+        default="auto",
+        help="host allocator of each configuration's process: jemalloc with its decay off (preloaded), the system's, "
+        "or auto: jemalloc when installed and LD_PRELOAD is unset (default)",
+    )
     parser.add_argument("--out", type=Path, help="append one JSON line per configuration to this file")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be at least 1")
+    try:
+        env_changes = allocator_env(args.allocator)
+    except FileNotFoundError as err:
+        parser.error(str(err))
+    if args.in_process and any(os.environ.get(key) != value for key, value in env_changes.items()):
+        if args.allocator != "auto":
+            parser.error(
+                f"--allocator {args.allocator} needs a fresh process: drop --in-process, or set {', '.join(env_changes)} "
+                "yourself before starting Python"
+            )
+        env_changes = {}  # auto: this process keeps the allocator it started with
 
     records = []
     for spec in _specs(args):
@@ -341,7 +437,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.in_process:
             record = run_configuration(spec)
         else:
-            with multiprocessing.get_context("spawn").Pool(1) as pool:
+            # A spawned child is a fresh interpreter: it starts with the environment (and so the allocator) set here.
+            with environment(env_changes), multiprocessing.get_context("spawn").Pool(1) as pool:
                 record = pool.apply(run_configuration, (spec,))
         records.append(record)
         emit_record(record, args.out)

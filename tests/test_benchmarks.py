@@ -70,6 +70,14 @@ def test_record_holds_machine_info(gpt_record):
     assert machine["device_count"] >= 1 and machine["cpu_count"] >= 1
     assert len(machine["load_avg_start"]) == 3
     assert machine["jax_version"]
+    # The default allocator is "auto": the child preloads jemalloc when this machine has it and LD_PRELOAD is unset.
+    expected = load_benchmark("step_throughput").allocator_env("auto")
+    if "LD_PRELOAD" in expected:
+        assert machine["allocator"] == "jemalloc"
+        assert machine["allocator_env"]["LD_PRELOAD"] == expected["LD_PRELOAD"]
+        assert machine["allocator_env"]["MALLOC_CONF"] == "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+    else:
+        assert machine["allocator_env"].get("LD_PRELOAD") == os.environ.get("LD_PRELOAD")
 
 
 @pytest.mark.slow
@@ -114,6 +122,70 @@ def test_table_lists_the_configuration(gpt_record):
     _, stderr = gpt_record
     assert "model" in stderr and "GFLOP/s" in stderr
     assert any(line.split()[:2] == ["gpt", "tiny"] for line in stderr.splitlines())
+
+
+def test_allocator_env_preloads_jemalloc_with_decay_off_or_names_what_is_missing(tmp_path, monkeypatch):
+    bench = load_benchmark("step_throughput")
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    lib = tmp_path / "libjemalloc.so.2"
+    lib.touch()
+    missing = str(tmp_path / "absent" / "libjemalloc.so.2")
+    found = (missing, str(lib))
+    expected = {"LD_PRELOAD": str(lib), "MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"}
+    assert bench.allocator_env("jemalloc", found) == expected
+    assert bench.allocator_env("auto", found) == expected
+    assert bench.allocator_env("system", found) == {"LD_PRELOAD": None, "MALLOC_CONF": None}
+    assert bench.allocator_env("auto", (missing,)) == {}  # nothing found: the system allocator, no error
+    with pytest.raises(FileNotFoundError, match=r"absent/libjemalloc\.so\.2.*apt-get install libjemalloc2"):
+        bench.allocator_env("jemalloc", (missing,))
+    with pytest.raises(ValueError, match="unknown allocator 'tcmalloc'"):
+        bench.allocator_env("tcmalloc", found)
+    monkeypatch.setenv("LD_PRELOAD", "/opt/other/libmalloc.so")
+    assert bench.allocator_env("auto", found) == {}  # a preload the user chose is kept
+    assert bench.host_allocator() == "preloaded"
+
+
+def test_environment_applies_changes_and_restores_them(monkeypatch):
+    bench = load_benchmark("step_throughput")
+    monkeypatch.setenv("MALLOC_CONF", "narenas:1")
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    with bench.environment({"LD_PRELOAD": "/x/libjemalloc.so.2", "MALLOC_CONF": None}):
+        assert os.environ["LD_PRELOAD"] == "/x/libjemalloc.so.2" and "MALLOC_CONF" not in os.environ
+        assert bench.host_allocator() == "jemalloc"
+    assert os.environ["MALLOC_CONF"] == "narenas:1" and "LD_PRELOAD" not in os.environ
+    assert bench.host_allocator() == "system"
+
+
+# A jitted function whose XLA:CPU temporary buffer is ~200 MB (above glibc's largest mmap threshold, 32 MB).
+_FAULTS_SCRIPT = """
+import resource, jax, jax.numpy as jnp
+f = jax.jit(lambda x: jnp.cumsum(jnp.sin(x), axis=0)[::-1].cumsum(axis=1).sum())
+x = jnp.ones((4096, 4096), jnp.float32)
+for _ in range(3):
+    f(x).block_until_ready()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+f(x).block_until_ready()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.slow
+def test_jemalloc_with_decay_off_keeps_xla_temporaries_mapped(repo_root):
+    """The premise of ``--allocator``: the system allocator faults a large XLA:CPU temporary in anew on every call;
+    jemalloc with its decay off does not."""
+    bench = load_benchmark("step_throughput")
+    if bench.find_jemalloc() is None:
+        pytest.skip("jemalloc is not installed (apt-get install libjemalloc2)")
+
+    def faults_per_call(allocator: str) -> int:
+        with bench.environment(bench.allocator_env(allocator)):
+            result = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return int(result.stdout.split()[-1])
+
+    system, jemalloc = faults_per_call("system"), faults_per_call("jemalloc")
+    assert system > 20_000  # >= 80 MB of fresh 4 KiB pages
+    assert jemalloc < system / 10
 
 
 def test_data_throughput_times_both_pipelines_and_appends_json_lines(repo_root, tmp_path, capsys):
