@@ -163,9 +163,12 @@ f = jax.jit(lambda x: jnp.cumsum(jnp.sin(x), axis=0)[::-1].cumsum(axis=1).sum())
 x = jnp.ones((4096, 4096), jnp.float32)
 for _ in range(3):
     f(x).block_until_ready()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-f(x).block_until_ready()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+faults = []
+for _ in range(6):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    f(x).block_until_ready()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(*faults)
 """
 
 
@@ -177,15 +180,17 @@ def test_jemalloc_with_decay_off_keeps_xla_temporaries_mapped(repo_root):
     if bench.find_jemalloc() is None:
         pytest.skip("jemalloc is not installed (apt-get install libjemalloc2)")
 
-    def faults_per_call(allocator: str) -> int:
+    def faults_per_call(allocator: str) -> list[int]:
         with bench.environment(bench.allocator_env(allocator)):
             result = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr
-        return int(result.stdout.split()[-1])
+        return [int(n) for n in result.stdout.split()]
 
+    # The system allocator faults on every call. jemalloc serves a call from the freed pages of an earlier one, except
+    # when XLA allocates on a thread whose arena has not yet held such a block (seen under load): most calls, not all.
     system, jemalloc = faults_per_call("system"), faults_per_call("jemalloc")
-    assert system > 20_000  # >= 80 MB of fresh 4 KiB pages
-    assert jemalloc < system / 10
+    assert min(system) > 20_000, system  # >= 80 MB of fresh 4 KiB pages on every call
+    assert sorted(jemalloc)[len(jemalloc) // 2] < min(system) / 10, (system, jemalloc)
 
 
 def test_data_throughput_times_both_pipelines_and_appends_json_lines(repo_root, tmp_path, capsys):
