@@ -28,7 +28,6 @@ The same command runs on CPU, GPU and TPU (``JAX_PLATFORMS`` picks the backend).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import multiprocessing
@@ -41,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gptsovits_jax.environment import environment
+
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"tiny": REPO / "configs" / "tiny.yaml", "v2": REPO / "configs" / "v2.yaml"}
 MODELS = ("gpt", "sovits")
@@ -52,7 +53,7 @@ DEFAULTS = {
 # A benchmark step is one full optimizer step: gradient accumulation would apply the update every k-th call only.
 BENCH_OVERRIDES = {"gpt": ["gpt_train.optim.grad_accum_steps=1"], "sovits": []}
 # Environment variables that change the host allocator (which changes CPU step times): recorded with each run.
-ALLOCATOR_ENV = ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES")
+ALLOCATOR_ENV_VARS = ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES")
 # Where Debian/Ubuntu (package libjemalloc2), Fedora/RHEL and source installs put jemalloc.
 JEMALLOC_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
@@ -93,7 +94,7 @@ def machine_info(load_start: tuple[float, ...] | list[float]) -> dict[str, Any]:
         "load_avg_end": list(os.getloadavg()),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "allocator": host_allocator(),
-        "allocator_env": {k: os.environ[k] for k in ALLOCATOR_ENV if k in os.environ},
+        "allocator_env": {k: os.environ[k] for k in ALLOCATOR_ENV_VARS if k in os.environ},
     }
 
 
@@ -130,26 +131,6 @@ def allocator_env(allocator: str, candidates: tuple[str, ...] = JEMALLOC_CANDIDA
     if allocator == "auto" and os.environ.get("LD_PRELOAD"):
         return {}
     return {"LD_PRELOAD": path, "MALLOC_CONF": JEMALLOC_CONF}
-
-
-@contextlib.contextmanager
-def environment(changes: dict[str, str | None]):
-    """Apply ``changes`` to ``os.environ`` (``None`` unsets) for the ``with`` block, then restore it."""
-    saved = {key: os.environ.get(key) for key in changes}
-    try:
-        for key, value in changes.items():
-            _set_env(key, value)
-        yield
-    finally:
-        for key, value in saved.items():
-            _set_env(key, value)
-
-
-def _set_env(key: str, value: str | None) -> None:
-    if value is None:
-        os.environ.pop(key, None)
-    else:
-        os.environ[key] = value
 
 
 def emit_record(record: dict[str, Any], out: Path | None) -> None:

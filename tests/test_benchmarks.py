@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from gptsovits_jax.environment import environment
 from tests.conftest import load_benchmark
 
 GPT_SHAPES = {"batch": 2, "text_len": 8, "semantic_len": 12}
@@ -145,17 +146,6 @@ def test_allocator_env_preloads_jemalloc_with_decay_off_or_names_what_is_missing
     assert bench.host_allocator() == "preloaded"
 
 
-def test_environment_applies_changes_and_restores_them(monkeypatch):
-    bench = load_benchmark("step_throughput")
-    monkeypatch.setenv("MALLOC_CONF", "narenas:1")
-    monkeypatch.delenv("LD_PRELOAD", raising=False)
-    with bench.environment({"LD_PRELOAD": "/x/libjemalloc.so.2", "MALLOC_CONF": None}):
-        assert os.environ["LD_PRELOAD"] == "/x/libjemalloc.so.2" and "MALLOC_CONF" not in os.environ
-        assert bench.host_allocator() == "jemalloc"
-    assert os.environ["MALLOC_CONF"] == "narenas:1" and "LD_PRELOAD" not in os.environ
-    assert bench.host_allocator() == "system"
-
-
 # A jitted function whose XLA:CPU temporary buffer is ~200 MB (above glibc's largest mmap threshold, 32 MB).
 _FAULTS_SCRIPT = """
 import resource, jax, jax.numpy as jnp
@@ -181,7 +171,7 @@ def test_jemalloc_with_decay_off_keeps_xla_temporaries_mapped(repo_root):
         pytest.skip("jemalloc is not installed (apt-get install libjemalloc2)")
 
     def faults_per_call(allocator: str) -> list[int]:
-        with bench.environment(bench.allocator_env(allocator)):
+        with environment(bench.allocator_env(allocator)):
             result = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr
         return [int(n) for n in result.stdout.split()]

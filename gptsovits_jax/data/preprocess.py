@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import contextlib
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -67,6 +66,7 @@ from gptsovits_jax.config import AudioConfig, Config, SSLConfig, to_dict
 from gptsovits_jax.data import manifest
 from gptsovits_jax.data import ssl as ssl_features
 from gptsovits_jax.data.manifest import Rejection, Utterance
+from gptsovits_jax.environment import environment
 
 log = logging.getLogger(__name__)
 
@@ -348,21 +348,6 @@ class PreprocessSummary:
 # --------------------------------------------------------------------------- the run
 
 
-@contextlib.contextmanager
-def _single_threaded_children():
-    """Workers started inside get one BLAS/OpenMP thread each: the pool already uses one process per core."""
-    saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
-    os.environ.update(dict.fromkeys(_THREAD_VARIABLES, "1"))
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def _compute_all(jobs: list[_Job], config: Config, num_workers: int, progress: bool) -> list[_Result]:
     bar = tqdm(total=len(jobs), desc="features", unit="utt", disable=not progress, file=sys.stderr)
     results = []
@@ -375,7 +360,8 @@ def _compute_all(jobs: list[_Job], config: Config, num_workers: int, progress: b
         # spawn: the parent may hold JAX/XLA threads, which fork would copy in an unusable state.
         context = multiprocessing.get_context("spawn")
         with (
-            _single_threaded_children(),
+            # Workers get one BLAS/OpenMP thread each: the pool already uses one process per core.
+            environment(dict.fromkeys(_THREAD_VARIABLES, "1")),
             concurrent.futures.ProcessPoolExecutor(max_workers=min(num_workers, len(jobs)), mp_context=context) as pool,
         ):
             futures = [pool.submit(_run_job, job, config.audio, config.ssl) for job in jobs]
