@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gptsovits_jax.allocator import ALLOCATOR_ENV_VARS, ALLOCATORS, allocator_env, host_allocator, needs_restart
 from gptsovits_jax.environment import environment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,22 +53,6 @@ DEFAULTS = {
 }
 # A benchmark step is one full optimizer step: gradient accumulation would apply the update every k-th call only.
 BENCH_OVERRIDES = {"gpt": ["gpt_train.optim.grad_accum_steps=1"], "sovits": []}
-# Environment variables that change the host allocator (which changes CPU step times): recorded with each run.
-ALLOCATOR_ENV_VARS = ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES")
-# Where Debian/Ubuntu (package libjemalloc2), Fedora/RHEL and source installs put jemalloc.
-JEMALLOC_CANDIDATES = (
-    "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
-    "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
-    "/usr/lib64/libjemalloc.so.2",
-    "/usr/lib/libjemalloc.so.2",
-    "/usr/local/lib/libjemalloc.so.2",
-)
-# XLA:CPU allocates each call's temporary buffer (2.3 GB for the v2 GPT step) and frees it at the end. glibc maps
-# and unmaps blocks that large on every call, and jemalloc's default decay returns the pages within seconds: either
-# way every step page-faults the whole buffer again (~600,000 faults, ~1 s). With decay off, jemalloc keeps the
-# freed pages mapped for the next call. See benchmarks/README.md, "Host allocator".
-JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
-ALLOCATORS = ("auto", "jemalloc", "system")
 
 
 def _display_path(path: Path | str) -> str:
@@ -96,41 +81,6 @@ def machine_info(load_start: tuple[float, ...] | list[float]) -> dict[str, Any]:
         "allocator": host_allocator(),
         "allocator_env": {k: os.environ[k] for k in ALLOCATOR_ENV_VARS if k in os.environ},
     }
-
-
-def host_allocator() -> str:
-    """``"jemalloc"`` when this process preloads it, ``"preloaded"`` for another ``LD_PRELOAD``, else ``"system"``."""
-    preload = os.environ.get("LD_PRELOAD", "")
-    return "jemalloc" if "jemalloc" in preload else ("preloaded" if preload.strip() else "system")
-
-
-def find_jemalloc(candidates: tuple[str, ...] = JEMALLOC_CANDIDATES) -> str | None:
-    """The first of ``candidates`` that exists, or ``None``."""
-    return next((path for path in candidates if os.path.exists(path)), None)
-
-
-def allocator_env(allocator: str, candidates: tuple[str, ...] = JEMALLOC_CANDIDATES) -> dict[str, str | None]:
-    """Changes to the environment that make a fresh process use ``allocator`` (``None``: unset the variable).
-
-    ``"system"`` unsets ``LD_PRELOAD`` and ``MALLOC_CONF``; ``"jemalloc"`` preloads the first of ``candidates`` with
-    :data:`JEMALLOC_CONF` (``FileNotFoundError`` naming the paths tried when there is none); ``"auto"`` is
-    ``"jemalloc"`` when it is found and ``LD_PRELOAD`` is not already set, otherwise no change.
-    """
-    if allocator not in ALLOCATORS:
-        raise ValueError(f"unknown allocator {allocator!r}: expected one of {', '.join(ALLOCATORS)}")
-    if allocator == "system":
-        return {"LD_PRELOAD": None, "MALLOC_CONF": None}
-    path = find_jemalloc(candidates)
-    if path is None:
-        if allocator == "jemalloc":
-            raise FileNotFoundError(
-                f"--allocator jemalloc: libjemalloc.so.2 is not in any of {', '.join(candidates)}; "
-                "install it (Debian/Ubuntu: apt-get install libjemalloc2) or use --allocator system"
-            )
-        return {}
-    if allocator == "auto" and os.environ.get("LD_PRELOAD"):
-        return {}
-    return {"LD_PRELOAD": path, "MALLOC_CONF": JEMALLOC_CONF}
 
 
 def emit_record(record: dict[str, Any], out: Path | None) -> None:
@@ -404,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
         env_changes = allocator_env(args.allocator)
     except FileNotFoundError as err:
         parser.error(str(err))
-    if args.in_process and any(os.environ.get(key) != value for key, value in env_changes.items()):
+    if args.in_process and needs_restart(env_changes):
         if args.allocator != "auto":
             parser.error(
                 f"--allocator {args.allocator} needs a fresh process: drop --in-process, or set {', '.join(env_changes)} "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 
 
 @contextlib.contextmanager
@@ -16,16 +16,16 @@ def environment(changes: Mapping[str, str | None]) -> Iterator[None]:
     """
     saved = {key: os.environ.get(key) for key in changes}
     try:
-        for key, value in changes.items():
-            _set(key, value)
+        apply_changes(os.environ, changes)
         yield
     finally:
-        for key, value in saved.items():
-            _set(key, value)
+        apply_changes(os.environ, saved)
 
 
-def _set(key: str, value: str | None) -> None:
-    if value is None:
-        os.environ.pop(key, None)
-    else:
-        os.environ[key] = value
+def apply_changes(env: MutableMapping[str, str], changes: Mapping[str, str | None]) -> None:
+    """Set each variable of ``changes`` in ``env`` (``os.environ`` or a copy of it), or remove it where the value is ``None``."""
+    for key, value in changes.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value

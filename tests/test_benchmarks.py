@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from gptsovits_jax.allocator import allocator_env, find_jemalloc
 from gptsovits_jax.environment import environment
 from tests.conftest import load_benchmark
 
@@ -72,7 +73,7 @@ def test_record_holds_machine_info(gpt_record):
     assert len(machine["load_avg_start"]) == 3
     assert machine["jax_version"]
     # The default allocator is "auto": the child preloads jemalloc when this machine has it and LD_PRELOAD is unset.
-    expected = load_benchmark("step_throughput").allocator_env("auto")
+    expected = allocator_env("auto")
     if "LD_PRELOAD" in expected:
         assert machine["allocator"] == "jemalloc"
         assert machine["allocator_env"]["LD_PRELOAD"] == expected["LD_PRELOAD"]
@@ -125,27 +126,6 @@ def test_table_lists_the_configuration(gpt_record):
     assert any(line.split()[:2] == ["gpt", "tiny"] for line in stderr.splitlines())
 
 
-def test_allocator_env_preloads_jemalloc_with_decay_off_or_names_what_is_missing(tmp_path, monkeypatch):
-    bench = load_benchmark("step_throughput")
-    monkeypatch.delenv("LD_PRELOAD", raising=False)
-    lib = tmp_path / "libjemalloc.so.2"
-    lib.touch()
-    missing = str(tmp_path / "absent" / "libjemalloc.so.2")
-    found = (missing, str(lib))
-    expected = {"LD_PRELOAD": str(lib), "MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"}
-    assert bench.allocator_env("jemalloc", found) == expected
-    assert bench.allocator_env("auto", found) == expected
-    assert bench.allocator_env("system", found) == {"LD_PRELOAD": None, "MALLOC_CONF": None}
-    assert bench.allocator_env("auto", (missing,)) == {}  # nothing found: the system allocator, no error
-    with pytest.raises(FileNotFoundError, match=r"absent/libjemalloc\.so\.2.*apt-get install libjemalloc2"):
-        bench.allocator_env("jemalloc", (missing,))
-    with pytest.raises(ValueError, match="unknown allocator 'tcmalloc'"):
-        bench.allocator_env("tcmalloc", found)
-    monkeypatch.setenv("LD_PRELOAD", "/opt/other/libmalloc.so")
-    assert bench.allocator_env("auto", found) == {}  # a preload the user chose is kept
-    assert bench.host_allocator() == "preloaded"
-
-
 # A jitted function whose XLA:CPU temporary buffer is ~200 MB (above glibc's largest mmap threshold, 32 MB).
 _FAULTS_SCRIPT = """
 import resource, jax, jax.numpy as jnp
@@ -166,12 +146,11 @@ print(*faults)
 def test_jemalloc_with_decay_off_keeps_xla_temporaries_mapped(repo_root):
     """The premise of ``--allocator``: the system allocator faults a large XLA:CPU temporary in anew on every call;
     jemalloc with its decay off does not."""
-    bench = load_benchmark("step_throughput")
-    if bench.find_jemalloc() is None:
+    if find_jemalloc() is None:
         pytest.skip("jemalloc is not installed (apt-get install libjemalloc2)")
 
     def faults_per_call(allocator: str) -> list[int]:
-        with environment(bench.allocator_env(allocator)):
+        with environment(allocator_env(allocator)):
             result = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr
         return [int(n) for n in result.stdout.split()]
