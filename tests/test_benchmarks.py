@@ -207,3 +207,30 @@ def test_gpt_matmul_bound_counts_every_matmul_of_the_step():
     best = sum(g["best_s"] * g["count"] for g in record["gemms"])
     assert record["bound_flops_per_s"]["best"] == pytest.approx(total / best)
     assert record["bound_fraction_of_peak"]["best"] == pytest.approx(total / best / record["matmul_peak"]["flops_per_s"])
+
+
+@pytest.mark.slow
+def test_train_allocator_alternates_allocators_and_both_train_the_same(tmp_path):
+    """The training-command A/B: a warm-up, then system and jemalloc runs, each process really on its allocator."""
+    if find_jemalloc() is None:
+        pytest.skip("jemalloc is not installed (apt-get install libjemalloc2)")
+    out = tmp_path / "train_allocator.jsonl"
+    argv = ["--stage", "gpt", "--synthetic", "--steps", "2", "--pairs", "1", "--workdir", str(tmp_path), "--out", str(out)]
+    summary = load_benchmark("train_allocator").main(argv)
+    *runs, last = [json.loads(line) for line in out.read_text().splitlines()]
+    assert last == json.loads(json.dumps(summary))
+    assert [(r["run"], r["allocator"], r["warmup"]) for r in runs] == [(0, "system", True), (1, "system", False), (2, "jemalloc", False)]
+    assert [r["allocator_logged"] for r in runs] == ["system", "system", "jemalloc"]  # from each process's memory maps
+    assert [r["last_step"] for r in runs] == [2, 2, 2]
+    assert summary["same_last_loss"] and math.isfinite(runs[0]["last_loss"]["loss/ce"])
+    assert (summary["system"]["runs"], summary["jemalloc"]["runs"]) == (1, 1)
+    assert summary["jemalloc"]["median_wall_s"] == runs[2]["wall_s"]
+    assert all(r["peak_rss_mb"] > 200 for r in runs)  # a process that imported jax and trained, not the launcher
+    assert runs[1]["command"].startswith("gptsovits-jax --verbose --allocator system train-gpt --config configs/tiny.yaml")
+    assert "<new dir>" in runs[1]["command"]
+
+
+def test_train_allocator_refuses_gpt_without_synthetic_batches(capsys):
+    with pytest.raises(SystemExit):
+        load_benchmark("train_allocator").main(["--stage", "gpt"])
+    assert "--stage gpt needs --synthetic" in capsys.readouterr().err
