@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 from gptsovits_jax.environment import apply_changes
 
@@ -105,6 +106,10 @@ def use_allocator(allocator: str, candidates: tuple[str, ...] = JEMALLOC_CANDIDA
     """
     changes = allocator_env(allocator, candidates)
     if not needs_restart(changes):
+        return
+    if not sys.executable or len(sys.orig_argv) < 2:
+        # An embedded interpreter: there is no command line to start again.
+        warnings.warn(f"cannot restart this process with --allocator {allocator}: no command line to re-run", RuntimeWarning, stacklevel=2)
         return
     env = dict(os.environ)
     apply_changes(env, changes)

@@ -73,6 +73,15 @@ def test_use_allocator_restarts_the_same_command_once_with_the_new_environment(f
     assert "LD_PRELOAD" not in env and "MALLOC_CONF" not in env and env["OTHER"] == "kept"
 
 
+def test_use_allocator_without_a_command_line_warns_and_goes_on(fake_jemalloc, monkeypatch):
+    calls = []
+    monkeypatch.setattr(os, "execve", lambda *args: calls.append(args))
+    monkeypatch.setattr(sys, "orig_argv", ["python3"])  # an embedded interpreter: re-running it would start a REPL
+    with pytest.warns(RuntimeWarning, match="no command line to re-run"):
+        use_allocator("jemalloc", fake_jemalloc)
+    assert calls == []
+
+
 def test_host_allocator_reports_what_is_loaded_not_what_is_asked(monkeypatch):
     with open("/proc/self/maps") as maps:
         if "libjemalloc" in maps.read():
