@@ -44,13 +44,19 @@ REPO = Path(__file__).resolve().parents[1]
 MAIN_LOSS = {"sovits": "loss/g/total", "gpt": "loss/ce"}
 
 
-def _command(args: argparse.Namespace, allocator: str, workdir: Path) -> list[str]:
-    command = [sys.executable, "-m", "gptsovits_jax.cli", "--verbose", "--allocator", allocator, f"train-{args.stage}"]
-    command += ["--config", args.config, "--workdir", str(workdir), "--stop-after", str(args.steps), "--no-progress"]
-    if args.synthetic:
-        command.append("--synthetic")
+def _cli(args: argparse.Namespace, *words: str) -> list[str]:
+    """``python -m gptsovits_jax.cli <words> --config C --set ...`` (the config and overrides of this benchmark)."""
+    command = [sys.executable, "-m", "gptsovits_jax.cli", *words, "--config", args.config]
     for override in args.overrides:
         command += ["--set", override]
+    return command
+
+
+def _command(args: argparse.Namespace, allocator: str, workdir: Path) -> list[str]:
+    command = _cli(args, "--verbose", "--allocator", allocator, f"train-{args.stage}")
+    command += ["--workdir", str(workdir), "--stop-after", str(args.steps), "--no-progress"]
+    if args.synthetic:
+        command.append("--synthetic")
     return command
 
 
@@ -150,9 +156,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if find_jemalloc() is None:
         parser.error("jemalloc is not installed (Debian/Ubuntu: apt-get install libjemalloc2): nothing to compare")
     if not args.synthetic:
-        preprocess = [sys.executable, "-m", "gptsovits_jax.cli", "preprocess", "--config", args.config, "--no-progress"]
-        for override in args.overrides:
-            preprocess += ["--set", override]
+        preprocess = [*_cli(args, "preprocess"), "--no-progress"]
         result = subprocess.run(preprocess, cwd=REPO, env=_env(), capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"{shlex.join(preprocess)} exited with {result.returncode}:\n{result.stdout}{result.stderr}")

@@ -302,7 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         # orbax logs routine notes (e.g. opening a checkpoint read-only) as warnings through absl.
         logging.getLogger("absl").setLevel(logging.ERROR)
-    logging.getLogger(__name__).info("host allocator: %s", host_allocator())
+    log = logging.getLogger(__name__)
+    if log.isEnabledFor(logging.INFO):  # host_allocator() reads /proc/self/maps: only when it is logged
+        log.info("host allocator: %s", host_allocator())
     from gptsovits_jax.audio import AudioError
     from gptsovits_jax.config import ConfigError
     from gptsovits_jax.data.manifest import ManifestError
