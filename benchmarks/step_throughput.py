@@ -117,6 +117,20 @@ def _matmul_timer(size: int):
     return best_s
 
 
+def timed_call(fn, *args: Any) -> tuple[Any, float, int]:
+    """``(fn(*args), wall seconds, minor page faults of this process)`` for one call of ``fn``.
+
+    The faults count every page the kernel mapped in for the process during the call
+    (``getrusage``), so they include other threads' and are the cost of fresh memory:
+    XLA:CPU's temporary buffer faults in anew each step unless the allocator keeps it.
+    """
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    start = time.perf_counter()
+    result = fn(*args)
+    seconds = time.perf_counter() - start
+    return result, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+
+
 def matmul_peak(size: int, repeats: int) -> dict[str, Any]:
     """Best FLOP/s of a jitted ``[size, size] @ [size, size]`` float32 matmul over ``repeats`` timed calls."""
     best = _matmul_timer(size)(repeats)
@@ -206,16 +220,17 @@ def run_configuration(spec: dict[str, Any]) -> dict[str, Any]:
     for _ in range(spec["warmup"]):
         state, metrics = compiled(state, batch, rng)
         jax.block_until_ready((state, metrics))
+
+    def run_step(state, key):
+        return jax.block_until_ready(compiled(state, batch, key))
+
     times, step_peaks, step_faults = [], [], []
     timer = _matmul_timer(spec["peak_size"]) if spec["interleaved_peak_repeats"] else None
     for i in range(spec["steps"]):
         key = jax.random.fold_in(rng, i)
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        start = time.perf_counter()
-        state, metrics = compiled(state, batch, key)
-        jax.block_until_ready((state, metrics))
-        times.append(time.perf_counter() - start)
-        step_faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
+        (state, metrics), seconds, faults = timed_call(run_step, state, key)
+        times.append(seconds)
+        step_faults.append(faults)
         if timer is not None:
             # The peak right after each step: on a shared machine it drifts with the load as the step does.
             step_peaks.append(2.0 * spec["peak_size"] ** 3 / timer(spec["interleaved_peak_repeats"]))

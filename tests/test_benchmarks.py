@@ -2,6 +2,7 @@
 
 import json
 import math
+import mmap
 import os
 import subprocess
 import sys
@@ -92,7 +93,27 @@ def test_rates_follow_from_the_median_step_time(gpt_record):
     assert r["tokens_per_s"] == pytest.approx(GPT_SHAPES["batch"] * (GPT_SHAPES["text_len"] + GPT_SHAPES["semantic_len"]) / median)
     assert r["audio_seconds_per_s"] is None
     (faults,) = r["minor_page_faults_per_step"]
-    assert faults >= 0
+    assert isinstance(faults, int) and faults >= 0  # counted by timed_call, tested below
+
+
+def test_timed_call_counts_the_pages_the_call_touches():
+    """Each step's ``minor_page_faults_per_step`` is ``timed_call``'s count: one fault per fresh 4 KiB page."""
+    step_throughput = load_benchmark("step_throughput")
+    pages = 4096
+
+    def touch_fresh_pages(n):
+        buffer = mmap.mmap(-1, n * mmap.PAGESIZE)
+        buffer.madvise(mmap.MADV_NOHUGEPAGE)  # one fault per page, even where huge pages are the default
+        for offset in range(0, n * mmap.PAGESIZE, mmap.PAGESIZE):
+            buffer[offset] = 1
+        buffer.close()
+        return n
+
+    result, seconds, faults = step_throughput.timed_call(touch_fresh_pages, pages)
+    assert result == pages and seconds > 0
+    assert pages <= faults < pages + 1000
+    _, _, idle_faults = step_throughput.timed_call(lambda: None)
+    assert idle_faults < 100
 
 
 @pytest.mark.slow
