@@ -167,7 +167,7 @@ def _memory_analysis(compiled: Any) -> dict[str, int] | None:
     return {f: int(getattr(m, f)) for f in fields if hasattr(m, f)}
 
 
-def _build(model: str, config: Any, shapes: dict[str, int], seed: int) -> tuple[Any, Any, dict[str, Any], dict[str, float]]:
+def build_step(model: str, config: Any, shapes: dict[str, int], seed: int) -> tuple[Any, Any, dict[str, Any], dict[str, float]]:
     """``(jitted step, state, device batch, work per step)`` for one configuration."""
     import jax
 
@@ -208,7 +208,7 @@ def run_configuration(spec: dict[str, Any]) -> dict[str, Any]:
     peak = matmul_peak(spec["peak_size"], spec["peak_repeats"])
 
     start = time.perf_counter()
-    step, state, batch, work = _build(model, config, shapes, spec["seed"])
+    step, state, batch, work = build_step(model, config, shapes, spec["seed"])
     jax.block_until_ready(state)
     build_s = time.perf_counter() - start
     rng = jax.random.PRNGKey(spec["seed"])

@@ -255,3 +255,68 @@ def test_train_allocator_refuses_gpt_without_synthetic_batches(capsys):
     with pytest.raises(SystemExit):
         load_benchmark("train_allocator").main(["--stage", "gpt"])
     assert "--stage gpt needs --synthetic" in capsys.readouterr().err
+
+
+_HLO = """HloModule jit_step, is_scheduled=true
+
+%fused_computation.1 (param_0: f32[8,4], param_1: f32[4,2]) -> f32[8,2] {
+  %param_0 = f32[8,4]{1,0} parameter(0)
+  %param_1 = f32[4,2]{1,0} parameter(1)
+  ROOT %dot.1 = f32[8,2]{1,0} dot(%param_0, %param_1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+ENTRY %main.9 (Arg_0.1: f32[8,4], /*index=1*/Arg_1.2: f32[4,2]) -> f32[8,2] {
+  %Arg_0.1 = f32[8,4]{1,0} parameter(0)
+  %Arg_1.2 = f32[4,2]{1,0} parameter(1)
+  %ynn_fusion.3 = f32[8,2]{1,0} fusion(%Arg_0.1, %Arg_1.2), kind=kCustom, calls=%fused_computation.1, metadata={op_name="jit(step)/transpose(jvp(Model))/h/layers_3/linear1/dot_general"}
+  ROOT %multiply_add_fusion.4 = f32[8,2]{1,0} add(%ynn_fusion.3, %ynn_fusion.3), metadata={op_name="jit(step)/cond/branch_1_fun/add"}
+}
+"""
+
+
+def test_step_profile_attributes_events_to_modules_passes_and_matmuls():
+    step_profile = load_benchmark("step_profile")
+    instructions = step_profile.parse_hlo(_HLO)
+    assert instructions["ynn_fusion.3"]["matmul"]  # through the fused computation it calls
+    assert not instructions["multiply_add_fusion.4"]["matmul"]
+    assert step_profile.attribute("jit(step)/jvp(Model)/h/layers_12/self_attn/in_proj/dot_general") == (
+        "forward",
+        "h/layers_N/self_attn/in_proj",
+    )
+    assert step_profile.attribute("jit(step)/transpose(jvp(Model))/dec/ups_2/dot_general", keep_indices=True) == ("backward", "dec/ups_2")
+    events = [
+        {"ph": "X", "name": "ynn_fusion.3", "dur": 3000.0},
+        {"ph": "X", "name": "ynn_fusion.3", "dur": 1000.0},
+        {"ph": "X", "name": "multiply_add_fusion.4", "dur": 2000.0},
+        {"ph": "X", "name": "ThunkExecutor::Execute", "dur": 9000.0},  # the runtime's own: left out
+        {"ph": "X", "name": "copy.77", "dur": 500.0},  # not in this module: counted as unmatched
+        {"ph": "M", "name": "thread_name"},
+    ]
+    rows, unmatched = step_profile.summarize(events, instructions, steps=2)
+    assert unmatched == 1
+    assert [(r["kind"], r["pass"], r["module"], r["ms_per_step"], r["events_per_step"]) for r in rows] == [
+        ("matmul", "backward", "h/layers_N/linear1", 2.0, 1.0),
+        ("other", "other", "cond/branch_1_fun", 1.0, 0.5),
+    ]
+    assert sum(r["fraction"] for r in rows) == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_step_profile_runs_on_the_tiny_gpt_step(repo_root, tmp_path):
+    out = tmp_path / "profile.jsonl"
+    cmd = [sys.executable, str(repo_root / "benchmarks" / "step_profile.py"), "--size", "tiny", "--steps", "1", "--warmup", "1"]
+    cmd += ["--gpt-batch", "2", "--gpt-text-len", "8", "--gpt-semantic-len", "12", "--out", str(out), "--keep", str(tmp_path / "kept")]
+    result = subprocess.run(
+        cmd, cwd=repo_root, env={**os.environ, "PYTHONPATH": str(repo_root)}, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (record["benchmark"], record["model"], record["size"], record["batch"]) == ("step_profile", "gpt", "tiny", 2)
+    rows = {(r["kind"], r["pass"], r["module"]) for r in record["rows"]}
+    for pass_ in ("forward", "backward"):
+        assert ("matmul", pass_, "h/layers_N/linear1") in rows
+    assert record["attributed_ms_per_step"] == pytest.approx(sum(r["ms_per_step"] for r in record["rows"]))
+    assert record["unmatched_instruction_events"] == 0
+    assert record["machine"]["xla_flags"] == os.environ.get("XLA_FLAGS", "")  # not the dump flags naming a temporary directory
+    assert list((tmp_path / "kept").glob("trace/**/perfetto_trace.json.gz"))
+    assert "h/layers_N/linear1" in result.stderr
