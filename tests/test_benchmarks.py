@@ -269,6 +269,7 @@ ENTRY %main.9 (Arg_0.1: f32[8,4], /*index=1*/Arg_1.2: f32[4,2]) -> f32[8,2] {
   %Arg_0.1 = f32[8,4]{1,0} parameter(0)
   %Arg_1.2 = f32[4,2]{1,0} parameter(1)
   %ynn_fusion.3 = f32[8,2]{1,0} fusion(%Arg_0.1, %Arg_1.2), kind=kCustom, calls=%fused_computation.1, metadata={op_name="jit(step)/transpose(jvp(Model))/h/layers_3/linear1/dot_general"}
+  %conditional.5 = (f32[8,2]{1,0}) conditional(%pred.6, %ynn_fusion.3), branch_computations={%fused_computation.1}
   ROOT %multiply_add_fusion.4 = f32[8,2]{1,0} add(%ynn_fusion.3, %ynn_fusion.3), metadata={op_name="jit(step)/cond/branch_1_fun/add"}
 }
 """
@@ -289,6 +290,7 @@ def test_step_profile_attributes_events_to_modules_passes_and_matmuls():
         {"ph": "X", "name": "ynn_fusion.3", "dur": 1000.0},
         {"ph": "X", "name": "multiply_add_fusion.4", "dur": 2000.0},
         {"ph": "X", "name": "ThunkExecutor::Execute", "dur": 9000.0},  # the runtime's own: left out
+        {"ph": "X", "name": "conditional.5", "dur": 2000.0},  # encloses the events of its branch: left out
         {"ph": "X", "name": "copy.77", "dur": 500.0},  # not in this module: counted as unmatched
         {"ph": "M", "name": "thread_name"},
     ]
