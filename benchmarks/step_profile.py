@@ -42,7 +42,7 @@ from typing import Any
 from gptsovits_jax.allocator import ALLOCATORS, use_allocator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_throughput import BENCH_OVERRIDES, DEFAULTS, MODELS, SIZES, build_step, emit_record, machine_info
+from step_throughput import BENCH_OVERRIDES, MODELS, SIZES, add_shape_flags, build_step, emit_record, machine_info, shapes_from_args
 
 # Instructions whose events enclose the events of the instructions they run.
 _CONTAINERS = re.compile(r"\s(conditional|while|call)\(")
@@ -175,7 +175,7 @@ def profile(args: argparse.Namespace, dump_dir: Path) -> dict[str, Any]:
 
     from gptsovits_jax.config import load_config
 
-    shapes = {k: getattr(args, f"{args.model}_{k}") or v for k, v in DEFAULTS[args.model].items()}
+    shapes = shapes_from_args(args, args.model)
     config = load_config(SIZES[args.size], [*BENCH_OVERRIDES[args.model], *args.override])
     step, state, batch, _ = build_step(args.model, config, shapes, args.seed)
     rng = jax.random.PRNGKey(args.seed)
@@ -227,9 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="v2")
     parser.add_argument("--steps", type=int, default=2, help="traced steps after warm-up")
     parser.add_argument("--warmup", type=int, default=2, help="untraced steps after compilation")
-    for model, shapes in DEFAULTS.items():
-        for name, value in shapes.items():
-            parser.add_argument(f"--{model}-{name.replace('_', '-')}", type=int, help=f"default {value}")
+    add_shape_flags(parser)
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep-indices", action="store_true", help="one row per layer (layers_3) instead of layers_N")

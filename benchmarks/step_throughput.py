@@ -302,11 +302,28 @@ def _table(records: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def add_shape_flags(parser: argparse.ArgumentParser) -> None:
+    """The ``--gpt-*`` and ``--sovits-*`` shape flags (unset: :data:`DEFAULTS`); read them with :func:`shapes_from_args`."""
+    parser.add_argument("--gpt-batch", type=int, help=f"default {DEFAULTS['gpt']['batch']}")
+    parser.add_argument("--gpt-text-len", type=int, help=f"phonemes per sample, default {DEFAULTS['gpt']['text_len']}")
+    parser.add_argument(
+        "--gpt-semantic-len", type=int, help=f"semantic tokens (25 Hz) per sample, default {DEFAULTS['gpt']['semantic_len']}"
+    )
+    parser.add_argument("--sovits-batch", type=int, help=f"default {DEFAULTS['sovits']['batch']}")
+    parser.add_argument("--sovits-text-len", type=int, help=f"phonemes per sample, default {DEFAULTS['sovits']['text_len']}")
+    parser.add_argument("--sovits-frames", type=int, help=f"50 Hz frames per utterance (even), default {DEFAULTS['sovits']['frames']}")
+
+
+def shapes_from_args(args: argparse.Namespace, model: str) -> dict[str, int]:
+    """``model``'s shapes: each flag of :func:`add_shape_flags` that was given, else its default."""
+    return {k: getattr(args, f"{model}_{k}") or v for k, v in DEFAULTS[model].items()}
+
+
 def _specs(args: argparse.Namespace) -> list[dict[str, Any]]:
     specs = []
     for size in args.sizes:
         for model in args.models:
-            shapes = {k: getattr(args, f"{model}_{k}") or v for k, v in DEFAULTS[model].items()}
+            shapes = shapes_from_args(args, model)
             specs.append(
                 {
                     "model": model,
@@ -333,14 +350,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=["tiny", "v2"])
     parser.add_argument("--steps", type=int, default=10, help="timed steps after warm-up")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
-    parser.add_argument("--gpt-batch", type=int, help=f"default {DEFAULTS['gpt']['batch']}")
-    parser.add_argument("--gpt-text-len", type=int, help=f"phonemes per sample, default {DEFAULTS['gpt']['text_len']}")
-    parser.add_argument(
-        "--gpt-semantic-len", type=int, help=f"semantic tokens (25 Hz) per sample, default {DEFAULTS['gpt']['semantic_len']}"
-    )
-    parser.add_argument("--sovits-batch", type=int, help=f"default {DEFAULTS['sovits']['batch']}")
-    parser.add_argument("--sovits-text-len", type=int, help=f"phonemes per sample, default {DEFAULTS['sovits']['text_len']}")
-    parser.add_argument("--sovits-frames", type=int, help=f"50 Hz frames per utterance (even), default {DEFAULTS['sovits']['frames']}")
+    add_shape_flags(parser)
     parser.add_argument("--precision", choices=["float32", "bfloat16"], help="compute dtype (default: the config's)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     parser.add_argument("--seed", type=int, default=0)
