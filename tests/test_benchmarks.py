@@ -322,3 +322,79 @@ def test_step_profile_runs_on_the_tiny_gpt_step(repo_root, tmp_path):
     assert record["machine"]["xla_flags"] == os.environ.get("XLA_FLAGS", "")  # not the dump flags naming a temporary directory
     assert list((tmp_path / "kept").glob("trace/**/perfetto_trace.json.gz"))
     assert "h/layers_N/linear1" in result.stderr
+
+
+def _throughput_record(date, step_times, step_peaks, best_peak, allocator_env, flops=1.0e12):
+    return {
+        "benchmark": "step_throughput",
+        "model": "gpt",
+        "size": "v2",
+        "precision": "float32",
+        "batch": 4,
+        "text_len": 64,
+        "semantic_len": 200,
+        "date": date,
+        "machine": {"load_avg_start": [1.0, 1.0, 1.0], "xla_flags": "", "allocator_env": allocator_env},
+        "flops_per_step": flops,
+        "step_times_s": step_times,
+        "median_step_s": sorted(step_times)[len(step_times) // 2],
+        "min_step_s": min(step_times),
+        "matmul_peak": {"flops_per_s": best_peak},
+        "interleaved_peak_flops_per_s": step_peaks,
+    }
+
+
+def test_peak_fractions_pairs_steps_and_peaks_every_way(tmp_path, capsys):
+    """Each pairing from its closed form, groups split by allocator, runs reaching the target counted."""
+    module = load_benchmark("peak_fractions")
+    jemalloc = {"LD_PRELOAD": "/usr/lib/libjemalloc.so.2", "MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"}
+    # 1 TFLOP steps of 5, 4 and 10 s (median 5 s = 200 GFLOP/s), each followed by a peak sample; best peak 500 between steps.
+    slow = _throughput_record("2026-11-27T01:00", [5.0, 4.0, 10.0], [400e9, 500e9, 200e9], 450e9, jemalloc)
+    fast = _throughput_record("2026-11-27T02:00", [2.0, 2.0, 2.0], [250e9, 250e9, 250e9], 300e9, jemalloc)
+    system = _throughput_record("2026-11-27T03:00", [4.0, 4.0, 4.0], [], 400e9, {})
+    files = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    files[0].write_text(json.dumps(fast) + "\n\n" + json.dumps({"benchmark": "step_profile"}) + "\n")
+    files[1].write_text(json.dumps(slow) + "\n" + json.dumps(system) + "\n")
+    out = tmp_path / "fractions.jsonl"
+    module.main([*map(str, files), "--reference-peak", "400e9", "--target", "0.6", "--out", str(out)])
+    summaries = {s["allocator"]: s for s in map(json.loads, out.read_text().splitlines())}
+    assert set(summaries) == {"jemalloc", "system"}
+
+    runs = summaries["jemalloc"]["runs"]
+    assert [run["date"] for run in runs] == ["2026-11-27T01:00", "2026-11-27T02:00"]  # sorted by date
+    slow_run, fast_run = runs
+    assert slow_run["best_peak_flops_per_s"] == 500e9  # the sample between the steps beats the record's best
+    assert slow_run["median_step_vs_best_peak"] == pytest.approx(200e9 / 500e9)
+    assert slow_run["best_step_vs_best_peak"] == pytest.approx(250e9 / 500e9)
+    assert slow_run["paired"] == pytest.approx(0.5)  # median of 200/400, 250/500, 100/200
+    assert slow_run["median_step_vs_median_peak"] == pytest.approx(200e9 / 400e9)
+    assert slow_run["median_step_vs_reference"] == pytest.approx(0.5)
+    assert fast_run["median_step_vs_best_peak"] == pytest.approx(500 / 300)
+    assert fast_run["paired"] == pytest.approx(2.0)
+
+    paired = summaries["jemalloc"]["fractions"]["paired"]
+    assert paired == {"runs": 2, "median": pytest.approx(1.25), "min": 0.5, "max": 2.0, "runs_reaching_target": 1}
+    system_fractions = summaries["system"]["fractions"]
+    assert "paired" not in system_fractions and "median_step_vs_median_peak" not in system_fractions  # no per-step peaks
+    assert system_fractions["median_step_vs_best_peak"]["median"] == pytest.approx(250 / 400)
+    assert "runs >= 60.0%" in capsys.readouterr().err
+
+    (only_jemalloc,) = [json.loads(line) for line in _peak_fractions_stdout(module, files, capsys, "--allocator", "jemalloc")]
+    assert only_jemalloc["allocator"] == "jemalloc" and len(only_jemalloc["runs"]) == 2
+
+
+def _peak_fractions_stdout(module, files, capsys, *flags):
+    module.main([*map(str, files), *flags])
+    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+
+
+def test_peak_fractions_names_the_file_and_line_of_a_broken_record(tmp_path):
+    module = load_benchmark("peak_fractions")
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"benchmark": "step_throughput"}\n{"benchmark": \n')
+    with pytest.raises(SystemExit, match=r"broken\.jsonl:2: not a JSON line"):
+        module.main([str(path)])
+    assert module.allocator_label({"allocator_env": {"LD_PRELOAD": "/x/libjemalloc.so.2", "MALLOC_CONF": "dirty_decay_ms:30000"}}) == (
+        "jemalloc:dirty_decay_ms:30000"
+    )
+    assert module.allocator_label({}) == "unknown" and module.allocator_label({"allocator_env": {}}) == "system"
