@@ -42,10 +42,11 @@ SHAPE_KEYS = ("batch", "text_len", "semantic_len", "frames")
 
 
 def allocator_label(machine: dict[str, Any]) -> str:
-    """``jemalloc`` (decay off, as ``step_throughput.py`` preloads it), ``jemalloc:<MALLOC_CONF>``, ``system`` or ``unknown``.
+    """``jemalloc`` (decay off, as ``step_throughput.py`` preloads it), ``jemalloc:<MALLOC_CONF>``, ``system``, ``preloaded`` or ``unknown``.
 
-    Records older than the ``allocator`` field are labelled from their ``allocator_env``;
-    records without either are ``unknown``.
+    The label comes from the record's ``allocator_env`` (``LD_PRELOAD``, ``MALLOC_CONF``),
+    which some records from before the ``allocator`` field already have; without it the
+    ``allocator`` field is used, and a record with neither is ``unknown``.
     """
     env = machine.get("allocator_env")
     if env is None:
