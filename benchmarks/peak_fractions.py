@@ -18,7 +18,8 @@ step time is set against which peak sample. For every record this script compute
 - ``median_step_vs_median_peak``: the median step against the median of those per-step peaks.
 - ``median_step_vs_reference``: the median step against a fixed ``--reference-peak`` (FLOP/s).
 
-Records are grouped by model, size, precision, shapes, flags and host allocator; each group
+Records are grouped by model, size, precision, shapes, config overrides, ``XLA_FLAGS`` and
+host allocator; each group
 gives the median, minimum and maximum of every fraction over its runs and how many runs
 reach ``--target``. One JSON object per group goes to stdout (and is appended to ``--out``);
 a table follows on stderr. Records without per-step peaks (``--interleaved-peak-repeats 0``)
@@ -93,6 +94,7 @@ def group_key(record: dict[str, Any]) -> tuple:
         record["size"],
         record.get("precision"),
         tuple((k, record[k]) for k in SHAPE_KEYS if record.get(k) is not None),
+        tuple(record.get("overrides") or ()),
         machine.get("xla_flags") or "",
         allocator_label(machine),
     )
@@ -106,7 +108,7 @@ def summarize(records: list[dict[str, Any]], reference_peak: float | None, targe
             continue
         groups.setdefault(group_key(record), []).append(record)
     summaries = []
-    for (model, size, precision, shapes, xla_flags, allocator), members in groups.items():
+    for (model, size, precision, shapes, overrides, xla_flags, allocator), members in groups.items():
         runs = sorted((run_fractions(r, reference_peak) for r in members), key=lambda run: run["date"])
         stats = {}
         for pairing in PAIRINGS:
@@ -126,6 +128,7 @@ def summarize(records: list[dict[str, Any]], reference_peak: float | None, targe
                 "size": size,
                 "precision": precision,
                 **dict(shapes),
+                "overrides": list(overrides),
                 "xla_flags": xla_flags,
                 "allocator": allocator,
                 "reference_peak_flops_per_s": reference_peak,
@@ -172,7 +175,8 @@ def _percent(value: float | None) -> str:
 
 def _table(summary: dict[str, Any]) -> str:
     title = (
-        f"{summary['model']} {summary['size']} {summary['precision']}, allocator {summary['allocator']}, XLA_FLAGS {summary['xla_flags']!r}"
+        f"{summary['model']} {summary['size']} {summary['precision']}, overrides {' '.join(summary['overrides']) or '-'}, "
+        f"allocator {summary['allocator']}, XLA_FLAGS {summary['xla_flags']!r}"
     )
     header = f"{'date (UTC)':17} {'load':>5} {'median s':>8} {'GFLOP/s':>7} {'best pk':>7} " + _cells([name for _, name in _COLUMNS])
     rows = [title, header, "-" * len(header)]

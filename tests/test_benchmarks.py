@@ -352,13 +352,15 @@ def test_peak_fractions_pairs_steps_and_peaks_every_way(tmp_path, capsys):
     slow = _throughput_record("2026-11-27T01:00", [5.0, 4.0, 10.0], [400e9, 500e9, 200e9], 450e9, jemalloc)
     fast = _throughput_record("2026-11-27T02:00", [2.0, 2.0, 2.0], [250e9, 250e9, 250e9], 300e9, jemalloc)
     system = _throughput_record("2026-11-27T03:00", [4.0, 4.0, 4.0], [], 400e9, {})
+    overridden = {**fast, "overrides": ["gpt_train.optim.skip_nonfinite=false"]}  # another configuration: its own group
     files = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
-    files[0].write_text(json.dumps(fast) + "\n\n" + json.dumps({"benchmark": "step_profile"}) + "\n")
+    files[0].write_text(json.dumps(fast) + "\n\n" + json.dumps({"benchmark": "step_profile"}) + "\n" + json.dumps(overridden) + "\n")
     files[1].write_text(json.dumps(slow) + "\n" + json.dumps(system) + "\n")
     out = tmp_path / "fractions.jsonl"
     module.main([*map(str, files), "--reference-peak", "400e9", "--target", "0.6", "--out", str(out)])
-    summaries = {s["allocator"]: s for s in map(json.loads, out.read_text().splitlines())}
-    assert set(summaries) == {"jemalloc", "system"}
+    summaries = {(s["allocator"], *s["overrides"]): s for s in map(json.loads, out.read_text().splitlines())}
+    assert set(summaries) == {("jemalloc",), ("jemalloc", "gpt_train.optim.skip_nonfinite=false"), ("system",)}
+    summaries = {key[0]: s for key, s in summaries.items() if len(key) == 1}
 
     runs = summaries["jemalloc"]["runs"]
     assert [run["date"] for run in runs] == ["2026-11-27T01:00", "2026-11-27T02:00"]  # sorted by date
@@ -379,8 +381,8 @@ def test_peak_fractions_pairs_steps_and_peaks_every_way(tmp_path, capsys):
     assert system_fractions["median_step_vs_best_peak"]["median"] == pytest.approx(250 / 400)
     assert "runs >= 60.0%" in capsys.readouterr().err
 
-    (only_jemalloc,) = [json.loads(line) for line in _peak_fractions_stdout(module, files, capsys, "--allocator", "jemalloc")]
-    assert only_jemalloc["allocator"] == "jemalloc" and len(only_jemalloc["runs"]) == 2
+    only_jemalloc = [json.loads(line) for line in _peak_fractions_stdout(module, files, capsys, "--allocator", "jemalloc")]
+    assert [(s["allocator"], len(s["runs"])) for s in only_jemalloc] == [("jemalloc", 2), ("jemalloc", 1)]
 
 
 def _peak_fractions_stdout(module, files, capsys, *flags):
