@@ -35,10 +35,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_throughput import emit_record
+from gptsovits_jax.allocator import JEMALLOC_CONF
 
-PAIRINGS = ("median_step_vs_best_peak", "best_step_vs_best_peak", "paired", "median_step_vs_median_peak", "median_step_vs_reference")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_throughput import emit_record, paired_fraction
+
+# Every pairing of step and peak, with its column in the table.
+PAIRINGS = (
+    ("median_step_vs_best_peak", "med/best"),
+    ("best_step_vs_best_peak", "best/best"),
+    ("paired", "paired"),
+    ("median_step_vs_median_peak", "med/med"),
+    ("median_step_vs_reference", "med/ref"),
+)
 SHAPE_KEYS = ("batch", "text_len", "semantic_len", "frames")
 
 
@@ -55,7 +64,7 @@ def allocator_label(machine: dict[str, Any]) -> str:
     if "jemalloc" not in env.get("LD_PRELOAD", ""):
         return "system" if not env.get("LD_PRELOAD") else "preloaded"
     conf = env.get("MALLOC_CONF", "")
-    return "jemalloc" if "dirty_decay_ms:-1" in conf and "muzzy_decay_ms:-1" in conf else f"jemalloc:{conf}"
+    return "jemalloc" if conf == JEMALLOC_CONF else f"jemalloc:{conf}"
 
 
 def run_fractions(record: dict[str, Any], reference_peak: float | None = None) -> dict[str, Any]:
@@ -65,13 +74,12 @@ def run_fractions(record: dict[str, Any], reference_peak: float | None = None) -
     best_rate = flops / record["min_step_s"]
     step_peaks = record.get("interleaved_peak_flops_per_s") or []
     best_peak = max([record["matmul_peak"]["flops_per_s"], *step_peaks])
+    median_peak = statistics.median(step_peaks) if step_peaks else None
     fractions = {
         "median_step_vs_best_peak": median_rate / best_peak,
         "best_step_vs_best_peak": best_rate / best_peak,
-        "paired": (
-            statistics.median(flops / t / p for t, p in zip(record["step_times_s"], step_peaks, strict=True)) if step_peaks else None
-        ),
-        "median_step_vs_median_peak": median_rate / statistics.median(step_peaks) if step_peaks else None,
+        "paired": paired_fraction(flops, record["step_times_s"], step_peaks) if step_peaks else None,
+        "median_step_vs_median_peak": median_rate / median_peak if step_peaks else None,
         "median_step_vs_reference": median_rate / reference_peak if reference_peak else None,
     }
     return {
@@ -82,7 +90,7 @@ def run_fractions(record: dict[str, Any], reference_peak: float | None = None) -
         "median_flops_per_s": median_rate,
         "best_flops_per_s": best_rate,
         "best_peak_flops_per_s": best_peak,
-        "median_step_peak_flops_per_s": statistics.median(step_peaks) if step_peaks else None,
+        "median_step_peak_flops_per_s": median_peak,
         **fractions,
     }
 
@@ -111,7 +119,7 @@ def summarize(records: list[dict[str, Any]], reference_peak: float | None, targe
     for (model, size, precision, shapes, overrides, xla_flags, allocator), members in groups.items():
         runs = sorted((run_fractions(r, reference_peak) for r in members), key=lambda run: run["date"])
         stats = {}
-        for pairing in PAIRINGS:
+        for pairing, _ in PAIRINGS:
             values = [run[pairing] for run in runs if run[pairing] is not None]
             if values:
                 stats[pairing] = {
@@ -156,15 +164,6 @@ def read_records(paths: list[Path]) -> list[dict[str, Any]]:
     return records
 
 
-_COLUMNS = (
-    ("median_step_vs_best_peak", "med/best"),
-    ("best_step_vs_best_peak", "best/best"),
-    ("paired", "paired"),
-    ("median_step_vs_median_peak", "med/med"),
-    ("median_step_vs_reference", "med/ref"),
-)
-
-
 def _cells(values: list[str]) -> str:
     return " ".join(f"{value:>9}" for value in values)
 
@@ -178,16 +177,16 @@ def _table(summary: dict[str, Any]) -> str:
         f"{summary['model']} {summary['size']} {summary['precision']}, overrides {' '.join(summary['overrides']) or '-'}, "
         f"allocator {summary['allocator']}, XLA_FLAGS {summary['xla_flags']!r}"
     )
-    header = f"{'date (UTC)':17} {'load':>5} {'median s':>8} {'GFLOP/s':>7} {'best pk':>7} " + _cells([name for _, name in _COLUMNS])
+    header = f"{'date (UTC)':17} {'load':>5} {'median s':>8} {'GFLOP/s':>7} {'best pk':>7} " + _cells([name for _, name in PAIRINGS])
     rows = [title, header, "-" * len(header)]
     for run in summary["runs"]:
         rates = f"{run['median_flops_per_s'] / 1e9:7.1f} {run['best_peak_flops_per_s'] / 1e9:7.1f}"
-        fractions = _cells([_percent(run[key]) for key, _ in _COLUMNS])
+        fractions = _cells([_percent(run[key]) for key, _ in PAIRINGS])
         rows.append(f"{run['date'][:16]:17} {run['load_avg_start']:5.2f} {run['median_step_s']:8.3f} {rates} {fractions}")
     stats = summary["fractions"]
     for stat in ("median", "min", "max"):
-        rows.append(f"{stat:>49} " + _cells([_percent(stats[key][stat]) if key in stats else "" for key, _ in _COLUMNS]))
-    reached = [f"{stats[key]['runs_reaching_target']}/{stats[key]['runs']}" if key in stats else "" for key, _ in _COLUMNS]
+        rows.append(f"{stat:>49} " + _cells([_percent(stats[key][stat]) if key in stats else "" for key, _ in PAIRINGS]))
+    reached = [f"{stats[key]['runs_reaching_target']}/{stats[key]['runs']}" if key in stats else "" for key, _ in PAIRINGS]
     rows.append(f"{'runs >= ' + _percent(summary['target']):>49} " + _cells(reached))
     return "\n".join(rows)
 

@@ -131,6 +131,11 @@ def timed_call(fn, *args: Any) -> tuple[Any, float, int]:
     return result, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 
 
+def paired_fraction(flops: float, step_times: list[float], step_peaks: list[float]) -> float:
+    """Median over steps of each step's FLOP/s against the peak (FLOP/s) timed right after it."""
+    return statistics.median(flops / t / p for t, p in zip(step_times, step_peaks, strict=True))
+
+
 def matmul_peak(size: int, repeats: int) -> dict[str, Any]:
     """Best FLOP/s of a jitted ``[size, size] @ [size, size]`` float32 matmul over ``repeats`` timed calls."""
     best = _matmul_timer(size)(repeats)
@@ -277,9 +282,7 @@ def run_configuration(spec: dict[str, Any]) -> dict[str, Any]:
         "fraction_of_matmul_peak": flops / median / peak["flops_per_s"] if flops else None,
         "fraction_of_matmul_peak_best": flops / best / peak["flops_per_s"] if flops else None,
         "interleaved_peak_flops_per_s": step_peaks or None,
-        "fraction_of_interleaved_peak": (
-            statistics.median(flops / t / p for t, p in zip(times, step_peaks, strict=True)) if flops and step_peaks else None
-        ),
+        "fraction_of_interleaved_peak": (paired_fraction(flops, times, step_peaks) if flops and step_peaks else None),
     }
     return record
 
