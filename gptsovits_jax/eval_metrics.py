@@ -1,4 +1,4 @@
-"""Mel-cepstral distortion (MCD) between a reference and a synthesized waveform, with DTW alignment.
+"""Evaluation metrics of synthesized audio: mel-cepstral distortion (MCD) with DTW alignment; the energy envelope.
 
 Definitions (numpy only, float64 inside):
 
@@ -153,3 +153,40 @@ def mel_cepstral_distortion(ref: np.ndarray, syn: np.ndarray, sample_rate: int, 
     0 for identical signals; symmetric in its arguments up to DTW ties.
     """
     return mcd_from_cepstra(mel_cepstrum(ref, sample_rate, **cepstrum_kwargs), mel_cepstrum(syn, sample_rate, **cepstrum_kwargs))
+
+
+# --------------------------------------------------------------------------- energy envelope
+
+
+def frame_log_energy(log_mel: np.ndarray) -> np.ndarray:
+    """Per-frame log energy of a natural-log mel spectrogram ``[T, n_mels]``: ``log(sum_m exp(log_mel[t, m]))``, ``[T]``."""
+    log_mel = np.asarray(log_mel, dtype=np.float64)
+    top = log_mel.max(axis=-1)
+    return top + np.log(np.exp(log_mel - top[:, None]).sum(axis=-1))
+
+
+def log_energy_correlation(log_mel_ref: np.ndarray, log_mel_syn: np.ndarray) -> float:
+    """Pearson correlation of the per-frame log energies of two time-aligned log-mel spectrograms ``[T, n_mels]``.
+
+    Frames are paired by index over the shorter length (no DTW: the two are expected to be
+    aligned, as a resynthesis from the same latent or content is). A synthesis whose energy
+    does not follow the reference's over time scores near 0; a constant one is ``nan``.
+    """
+    frames = min(len(log_mel_ref), len(log_mel_syn))
+    if frames < 2:
+        raise ValueError(f"log_energy_correlation: need at least 2 common frames, got {frames}")
+    ref, syn = frame_log_energy(log_mel_ref[:frames]), frame_log_energy(log_mel_syn[:frames])
+    if np.ptp(ref) == 0 or np.ptp(syn) == 0:
+        return float("nan")
+    ref, syn = ref - ref.mean(), syn - syn.mean()
+    return float(np.sum(ref * syn) / math.sqrt(float(np.sum(ref**2) * np.sum(syn**2))))
+
+
+def constant_mel_l1(log_mel: np.ndarray) -> float:
+    """Mean absolute error of the best time-constant prediction of ``log_mel [T, n_mels]``: each bin's median in every frame.
+
+    The floor that a synthesis ignoring time (the average spectrum, repeated) cannot beat
+    in mel L1; the per-bin median minimises it.
+    """
+    log_mel = np.asarray(log_mel, dtype=np.float64)
+    return float(np.mean(np.abs(log_mel - np.median(log_mel, axis=0))))

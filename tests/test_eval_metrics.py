@@ -154,3 +154,33 @@ def test_mcd_grows_with_the_cepstral_offset():
     for r in (0.5, 2.0):
         assert em.mcd_from_cepstra(a, a + r * offset) == pytest.approx(em.MCD_SCALE * r, rel=1e-9)
     assert math.isclose(em.mcd_from_cepstra(a, a), 0.0)
+
+
+def test_frame_log_energy_is_the_log_of_the_summed_mel_energy():
+    log_mel = np.log(np.array([[1.0, 2.0, 3.0], [1e-5, 1e-5, 4.0]]))
+    np.testing.assert_allclose(em.frame_log_energy(log_mel), np.log([6.0, 4.00002]), rtol=1e-12)
+    # No overflow where exp(log_mel) would: 1000 + log(2).
+    np.testing.assert_allclose(em.frame_log_energy(np.full((1, 2), 1000.0)), [1000.0 + np.log(2.0)])
+
+
+def test_log_energy_correlation_ignores_gain_and_sees_time_structure():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(50, 8)) + np.linspace(-3, 3, 50)[:, None]
+    assert em.log_energy_correlation(ref, ref + 2.0) == pytest.approx(1.0)  # a gain only shifts log energy
+    assert em.log_energy_correlation(ref, ref[::-1]) < -0.5  # the envelope reversed in time
+    # Against numpy's Pearson correlation of the per-frame energies, over the common frames only.
+    syn = rng.normal(size=(60, 8))
+    expected = np.corrcoef(em.frame_log_energy(ref), em.frame_log_energy(syn[:50]))[0, 1]
+    assert em.log_energy_correlation(ref, syn) == pytest.approx(expected)
+    # The same frame everywhere (a decoder that ignores its input) has no correlation at all.
+    assert np.isnan(em.log_energy_correlation(ref, np.zeros((50, 8))))
+    with pytest.raises(ValueError, match="at least 2"):
+        em.log_energy_correlation(ref[:1], ref)
+
+
+def test_constant_mel_l1_is_the_error_of_the_per_bin_median():
+    log_mel = np.array([[0.0, 10.0], [1.0, 10.0], [5.0, 13.0]])
+    # Medians 1 and 10: errors |0-1|,|1-1|,|5-1| and 0,0,3 -> (1 + 0 + 4 + 0 + 0 + 3) / 6.
+    assert em.constant_mel_l1(log_mel) == pytest.approx(8 / 6)
+    mean_error = np.mean(np.abs(log_mel - log_mel.mean(axis=0)))
+    assert em.constant_mel_l1(log_mel) <= mean_error
