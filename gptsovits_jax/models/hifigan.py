@@ -1,6 +1,14 @@
 """HiFi-GAN generator and the multi-period + scale discriminator of SoVITS v2 (upstream ``models.py``).
 
 Waveforms are ``[B, N]`` samples at 32 kHz; latent frames ``[B, T, C]`` at 50 Hz.
+Initialisation is what upstream's modules hold after construction, PyTorch's default
+everywhere. Upstream applies ``commons.init_weights`` (``N(0, 0.01)``) to the upsampling and
+residual convolutions *after* ``weight_norm``, where it overwrites only the derived ``weight``
+tensor that the next forward recomputes from ``weight_g``/``weight_v``; so ``weight_v`` keeps
+``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` and ``weight_g = ||weight_v||``. (``N(0, 0.01)`` kernels,
+smaller than that wherever ``fan_in < 3333``, made the posterior collapse in training: the
+decoder learnt only the average spectrum.)
+
 Parameter names follow upstream (see :mod:`gptsovits_jax.models.layers` for the rules):
 ``conv_pre``, ``cond``, ``ups_{i}``, ``resblocks_{i * n_kernels + j}`` (each with
 ``convs1_{k}``/``convs2_{k}``), ``conv_post``; the discriminator holds
@@ -18,10 +26,6 @@ import jax.numpy as jnp
 
 from gptsovits_jax.config import DiscriminatorConfig
 from gptsovits_jax.models.layers import LRELU_SLOPE, Conv1d, Conv2d, ConvTranspose1d, Dtype
-
-# N(0, 0.01) for the upsampling and residual convolutions, as upstream's `commons.init_weights` asks. Upstream
-# calls it after `weight_norm`, where it only rewrites a derived tensor, so its effective init is PyTorch's default.
-_HIFIGAN_INIT = jax.nn.initializers.normal(0.01)
 
 
 def _leaky(x: jax.Array, slope: float = LRELU_SLOPE) -> jax.Array:
@@ -49,13 +53,10 @@ class ResBlock1(nn.Module):
                 padding=(k * d - d) // 2,
                 dilation=d,
                 norm="weight",
-                kernel_init=_HIFIGAN_INIT,
                 dtype=self.dtype,
                 name=f"convs1_{i}",
             )(_leaky(x))
-            xt = Conv1d(
-                self.channels, k, padding=(k - 1) // 2, norm="weight", kernel_init=_HIFIGAN_INIT, dtype=self.dtype, name=f"convs2_{i}"
-            )(_leaky(xt))
+            xt = Conv1d(self.channels, k, padding=(k - 1) // 2, norm="weight", dtype=self.dtype, name=f"convs2_{i}")(_leaky(xt))
             x = x + xt
         return x
 
@@ -87,9 +88,7 @@ class Generator(nn.Module):
         n_kernels = len(self.resblock_kernel_sizes)
         for i, (u, k) in enumerate(zip(self.upsample_rates, self.upsample_kernel_sizes, strict=True)):
             ch = self.upsample_initial_channel // 2 ** (i + 1)
-            x = ConvTranspose1d(
-                ch, k, u, padding=(k - u) // 2, norm="weight", kernel_init=_HIFIGAN_INIT, dtype=self.dtype, name=f"ups_{i}"
-            )(_leaky(x))
+            x = ConvTranspose1d(ch, k, u, padding=(k - u) // 2, norm="weight", dtype=self.dtype, name=f"ups_{i}")(_leaky(x))
             xs = [
                 ResBlock1(ch, rk, tuple(rd), dtype=self.dtype, name=f"resblocks_{i * n_kernels + j}")(x)
                 for j, (rk, rd) in enumerate(zip(self.resblock_kernel_sizes, self.resblock_dilation_sizes, strict=True))
