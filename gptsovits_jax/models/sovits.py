@@ -481,6 +481,40 @@ class SynthesizerTrn(nn.Module):
         audio = self.dec(z_slice, ge)
         return SynthesizerOutput(audio, ids_slice, mask, z, z_p, m_p, logs_p, m_q, logs_q, commit_loss, codes)
 
+    def create_variables(self) -> None:
+        """Create every parameter and codebook variable, running each submodule once on the shortest input it accepts.
+
+        ``module.init(rngs, method=SynthesizerTrn.create_variables)`` gives the same variables
+        (names, shapes and, for the same rngs, values) as initialising through the training
+        forward, without compiling a full-length forward pass: the decoder sees one frame
+        instead of a ``segment_frames`` slice.
+        """
+        frames, text_len = 2, 1
+        ssl = jnp.zeros((1, frames, self.ssl_dim), jnp.float32)
+        spec = jnp.zeros((1, frames, self.spec_channels), jnp.float32)
+        lengths = jnp.full((1,), frames, jnp.int32)
+        mask = sequence_mask(lengths, frames)
+        ge = self._reference(spec, mask, True)
+        quantized, _, _ = self._quantize(ssl, lengths, False, False)
+        text = jnp.zeros((1, text_len), jnp.int32)
+        self.enc_p(quantized, mask, text, jnp.ones((1, text_len), jnp.float32), ge)
+        z, _, _ = self.enc_q(spec.astype(self.dtype), mask, ge)
+        self.flow(z, mask, ge)
+        self.dec(z[:, :1], ge)
+
+    def reconstruct(self, spec: jax.Array, spec_lens: jax.Array) -> jax.Array:
+        """Whole utterances decoded from their posterior mean: what the decoder makes of the latent alone.
+
+        ``spec [B, T, spec_channels]``, ``spec_lens [B]`` -> ``[B, T * hop_length]`` samples; the
+        speaker vector comes from the same spectrogram, ``z = m_q`` (no posterior noise, no prior,
+        no flow, no dropout; the posterior encoder still draws its unused noise from the ``sample``
+        stream). A model whose decoder ignores its latent gives the same frame everywhere.
+        """
+        mask = sequence_mask(spec_lens, spec.shape[1])
+        ge = self._reference(spec, mask, True)
+        _, m_q, _ = self.enc_q(spec.astype(self.dtype), mask, ge)
+        return self.dec(m_q, ge)
+
     def extract_latent(self, ssl: jax.Array) -> jax.Array:
         """Semantic tokens for the GPT stage: ``ssl [B, T, ssl_dim]`` (50 Hz, T even) -> codes ``[n_q, B, T/2]`` int32."""
         return self.quantizer.encode(self.ssl_proj(ssl.astype(jnp.float32)))

@@ -98,22 +98,16 @@ def make_sovits_setup(config: Config, params_g: Any, params_d: Any) -> SoVITSSet
 
 
 def init_sovits_variables(config: Config, rng: jax.Array) -> tuple[Any, Any, Any]:
-    """``(params_g, quantizer_state, params_d)`` for ``config``, initialised from ``rng``."""
+    """``(params_g, quantizer_state, params_d)`` for ``config``, initialised from ``rng``.
+
+    Every module runs once on its shortest input (one hop of audio for the discriminator),
+    which creates the same variables as the training forward at a fraction of its compile time.
+    """
     synth = build_synthesizer(config)
     disc = MultiPeriodDiscriminator(config.discriminator)
-    seg = config.sovits.segment_frames
-    batch = example_sovits_batch(config, 1, 2 * seg, 8)
     k_g, k_d, k_s, k_drop = jax.random.split(rng, 4)
-    variables = synth.init(
-        {"params": k_g, "sample": k_s, "dropout": k_drop},
-        batch["ssl"],
-        batch["spec"],
-        batch["spec_lens"],
-        batch["text"],
-        batch["text_lens"],
-        train=False,
-    )
-    params_d = disc.init(k_d, jnp.zeros((1, seg * config.audio.hop_length), jnp.float32))["params"]
+    variables = synth.init({"params": k_g, "sample": k_s, "dropout": k_drop}, method=SynthesizerTrn.create_variables)
+    params_d = disc.init(k_d, jnp.zeros((1, config.audio.hop_length), jnp.float32))["params"]
     return variables["params"], variables.get("quantizer", {}), params_d
 
 
@@ -266,14 +260,14 @@ def _plateau_args(state: SoVITSTrainState) -> dict[str, jax.Array]:
     return {"validation_loss": state.validation_loss, "validation_round": state.validation_round}
 
 
-def resynthesize(setup: SoVITSSetup, params_g: Any, quantizer: Any, batch: dict[str, jax.Array]) -> jax.Array:
+def resynthesize(synth: SynthesizerTrn, params_g: Any, quantizer: Any, batch: dict[str, jax.Array]) -> jax.Array:
     """Whole utterances resynthesised from their own content and reference: ``[B, T_spec * hop]`` samples at 32 kHz.
 
     ``SynthesizerTrn.infer_full`` on the batch's ``ssl``, ``spec``, ``spec_lens``, ``text``
     and ``text_lens`` with the fixed noise key 0, so the same parameters give the same audio.
     Samples past ``spec_lens * hop`` of a row are padding.
     """
-    return setup.synth.apply(
+    return synth.apply(
         {"params": params_g, "quantizer": quantizer},
         batch["ssl"],
         batch["spec"],

@@ -26,7 +26,7 @@ STAGES = ("sovits", "gpt")
 def sovits_sample_audio(setup, batch: dict[str, np.ndarray]):
     """``state -> (waveform, sample_rate)``: the first utterance of ``batch`` resynthesised at full length."""
     first = {k: v[:1] for k, v in batch.items() if k in ("ssl", "spec", "spec_lens", "text", "text_lens")}
-    synthesize = jax.jit(lambda params_g, quantizer: resynthesize(setup, params_g, quantizer, first))
+    synthesize = jax.jit(lambda params_g, quantizer: resynthesize(setup.synth, params_g, quantizer, first))
 
     def sample(state):
         wave = np.asarray(jax.device_get(synthesize(state.params_g, state.quantizer)))[0]

@@ -180,6 +180,6 @@ def test_tensorboard_sample_is_the_first_utterance_resynthesised_whole(small_sov
     assert sample_rate == small_sovits_config.audio.sample_rate
     assert wave.shape == (int(batch["spec_lens"][0]) * hop,)
     assert np.all(np.isfinite(wave)) and np.std(wave) > 0
-    both = np.asarray(jax.jit(lambda p, q, b: resynthesize(setup, p, q, b))(state.params_g, state.quantizer, batch))
+    both = np.asarray(jax.jit(lambda p, q, b: resynthesize(setup.synth, p, q, b))(state.params_g, state.quantizer, batch))
     assert both.shape == (2, FRAMES * hop)
     np.testing.assert_allclose(wave, both[0, : len(wave)], rtol=1e-4, atol=1e-5)
