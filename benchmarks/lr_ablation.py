@@ -14,7 +14,7 @@ the same order; only the learning-rate schedule of every optimizer changes:
   the run, so it also ends at ``end_lr``.
 
 Peak, ``init_lr``, ``end_lr`` and warmup come from each optimizer's schedule in the config
-(``configs/tiny.yaml``: generator 2e-4, discriminator 1e-4, GPT 1e-3; 20 warmup steps from 1e-5;
+(``configs/tiny.yaml``: generator 2e-3, discriminator 1e-3, GPT 1e-3; 20 warmup steps from 1e-5;
 floor 1e-5). A group with its own schedule (the GPT's bottom layer, unfrozen at step 50) gets
 the same shape on its own clock. All decaying schedules thus share peak, warmup and final
 rate and differ only in the shape of the decay; the constant run is the schedule-free
@@ -63,7 +63,7 @@ import jax
 import numpy as np
 
 from gptsovits_jax.config import Config, ScheduleConfig, load_config, to_dict
-from gptsovits_jax.eval_metrics import mel_cepstral_distortion
+from gptsovits_jax.eval_metrics import log_energy_correlation, mel_cepstral_distortion
 from gptsovits_jax.lr_plot import learning_rate_curves
 from gptsovits_jax.train.metrics_log import read_metrics
 
@@ -233,17 +233,21 @@ class Synthesizers:
         cfg = setup.config
         key = json.dumps([to_dict(cfg.sovits), to_dict(cfg.audio), cfg.ssl.dim, cfg.text.phoneme_vocab_size, cfg.sovits_train.precision])
         if key not in self._fns:
-            self._fns[key] = jax.jit(functools.partial(resynthesize, setup))
+            self._fns[key] = jax.jit(functools.partial(resynthesize, setup.synth))
         return self._fns[key]
 
 
 def checkpoint_mcd(run_dir: Path, eval_batches: list[dict[str, np.ndarray]], synthesizers: Synthesizers) -> list[dict[str, Any]]:
-    """MCD (dB) of the eval utterances resynthesised by every checkpoint in ``run_dir/checkpoints``.
+    """MCD (dB) and energy-envelope correlation of the eval utterances resynthesised by every checkpoint.
 
     Each utterance is synthesised by ``resynthesize`` (``SynthesizerTrn.infer_full`` on its own
     content and reference spectrogram, noise scale 0.5, noise key 0), cut to its ``spec_lens * hop`` samples
-    and compared with the batch's ``wav``: the cached 32 kHz training waveform of that utterance.
+    and compared with the batch's ``wav``, the cached 32 kHz training waveform of that utterance:
+    ``mcd_db`` (mel-cepstral distortion) and ``energy_r`` (Pearson r of the per-frame log energies,
+    :func:`gptsovits_jax.eval_metrics.log_energy_correlation`: near 0 for a model that ignores its
+    latent), each the mean over utterances. Checkpoints come from ``run_dir/checkpoints``.
     """
+    from gptsovits_jax.audio import mel_spectrogram_np
     from gptsovits_jax.train.checkpoint import restore_train_state
 
     out = []
@@ -252,15 +256,26 @@ def checkpoint_mcd(run_dir: Path, eval_batches: list[dict[str, np.ndarray]], syn
         state, setup, config = restore_train_state(run_dir / "checkpoints" / str(step), "sovits")
         synthesize = synthesizers.get(setup)
         hop, sample_rate = config.audio.hop_length, config.audio.sample_rate
-        per_utterance = {}
+        per_utterance, energy_r = {}, {}
         for batch in eval_batches:
             inputs = {k: batch[k] for k in ("ssl", "spec", "spec_lens", "text", "text_lens")}
             wave = np.asarray(synthesize(state.params_g, state.quantizer, inputs))
             valid = batch.get("valid", np.ones(len(batch["spec_lens"]), bool))
             for row in np.flatnonzero(valid):
                 n = int(batch["spec_lens"][row]) * hop
-                per_utterance[str(batch["keys"][row])] = mel_cepstral_distortion(batch["wav"][row, :n], wave[row, :n], sample_rate)
-        out.append({"step": step, "mcd_db": float(np.mean(list(per_utterance.values()))), "per_utterance": per_utterance})
+                key = str(batch["keys"][row])
+                per_utterance[key] = mel_cepstral_distortion(batch["wav"][row, :n], wave[row, :n], sample_rate)
+                truth, resynth = (mel_spectrogram_np(w[row, :n], config.audio) for w in (batch["wav"], wave))
+                energy_r[key] = log_energy_correlation(truth, resynth)
+        out.append(
+            {
+                "step": step,
+                "mcd_db": float(np.mean(list(per_utterance.values()))),
+                "energy_r": float(np.nanmean(list(energy_r.values()))),
+                "per_utterance": per_utterance,
+                "energy_r_per_utterance": energy_r,
+            }
+        )
     return out
 
 
@@ -357,6 +372,7 @@ def aggregate(by_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
         entry = {"smoothed_final_val": _stats([r["smoothed_final_val"] for r in runs])}
         if all(r.get("mcd") for r in runs):
             entry["final_mcd_db"] = _stats([r["mcd"][-1]["mcd_db"] for r in runs])
+            entry["final_energy_r"] = _stats([r["mcd"][-1]["energy_r"] for r in runs])
         if comparisons:
             entry["steps_to_target"] = [c["steps_to_target"][name] for c in comparisons]
             entry["train_steps_to_target"] = [c["train_steps_to_target"][name] for c in comparisons]
@@ -447,7 +463,7 @@ def table(summary: dict[str, Any]) -> str:
             comparison = seeded.get("comparison", {})
             lines.append(f"\n{stage}, seed {seed}, {result['steps']} steps; target {info['val']} {_fmt(comparison.get('target'))}\n")
             head = f"| schedule | final {info['val']} | smoothed | best |"
-            head += " MCD per checkpoint [dB] |" if stage == "sovits" else f" final {info['extra_val']} |"
+            head += " MCD per checkpoint [dB] | energy r per checkpoint |" if stage == "sovits" else f" final {info['extra_val']} |"
             head += " steps to target (val) | steps to target (train) | Δ smoothed vs constant | Δ MCD vs constant | wall [s] |"
             lines += [head, "|" + " --- |" * (head.count("|") - 1)]
             for name, run in seeded["runs"].items():
@@ -455,6 +471,7 @@ def table(summary: dict[str, Any]) -> str:
                 row = f"| {name} | {_fmt(run['final_val'])} | {_fmt(run['smoothed_final_val'])} | {_fmt(run['best_val'])} |"
                 if stage == "sovits":
                     row += " " + ", ".join(f"{m['step']}: {m['mcd_db']:.2f}" for m in run.get("mcd", [])) + " |"
+                    row += " " + ", ".join(f"{m['step']}: {m['energy_r']:.2f}" for m in run.get("mcd", [])) + " |"
                 else:
                     extra = run.get(info["extra_val"])
                     row += f" {_fmt(extra[-1][1] if extra else None)} |"
@@ -467,13 +484,17 @@ def table(summary: dict[str, Any]) -> str:
                 lines.append(row)
         if len(result["by_seed"]) > 1:
             lines.append(f"\n{stage}, mean [min, max] over seeds {', '.join(result['by_seed'])}\n")
-            head = f"| schedule | smoothed final {info['val']} | final MCD [dB] | steps to target (val) | Δ smoothed vs constant [%] | Δ MCD vs constant [%] |"
+            head = (
+                f"| schedule | smoothed final {info['val']} | final MCD [dB] | final energy r | steps to target (val) |"
+                " Δ smoothed vs constant [%] | Δ MCD vs constant [%] |"
+            )
             lines += [head, "|" + " --- |" * (head.count("|") - 1)]
             for name, agg in result["aggregate"].items():
                 pct = agg.get("smoothed_vs_constant_pct")
                 mcd_pct = agg.get("mcd_vs_constant_pct")
                 lines.append(
                     f"| {name} | {_range(agg['smoothed_final_val'], '.4g')} | {_range(agg.get('final_mcd_db'), '.2f')} |"
+                    f" {_range(agg.get('final_energy_r'), '.2f')} |"
                     f" {agg.get('steps_to_target', '-')} | {_range(_stats(pct), '+.1f') if pct else '-'} |"
                     f" {_range(_stats(mcd_pct), '+.1f') if mcd_pct else '-'} |"
                 )
