@@ -1,7 +1,7 @@
 """The ``gptsovits-jax`` command. Each subcommand imports what it needs when it runs.
 
 Subcommands: ``preprocess``, ``train-sovits``, ``extract-semantic``, ``train-gpt``,
-``synthesize``, ``demo`` (all of them on the embedded corpus), ``summary``, ``plot-lr``.
+``synthesize``, ``demo`` (all of them on the embedded corpus), ``report``, ``summary``, ``plot-lr``.
 
 Run as a program, the command first restarts itself with jemalloc preloaded when that is installed
 (``--allocator``, :mod:`gptsovits_jax.allocator`): faster CPU steps for more host memory.
@@ -163,9 +163,10 @@ def demo_reference(config) -> tuple[Path, str, str]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Everything on the embedded corpus: preprocess, SoVITS, semantic tokens, GPT, one synthesized sentence."""
+    """Everything on the embedded corpus: preprocess, SoVITS, semantic tokens, GPT, one synthesized sentence, the report."""
     from gptsovits_jax.data.preprocess import preprocess
     from gptsovits_jax.infer import synthesize
+    from gptsovits_jax.report import write_report
     from gptsovits_jax.train.stages import run_training
 
     config = _load(args)
@@ -199,12 +200,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
         language="en",
         seed=0,
     )
+    report = timed("report", write_report, workdir / "gpt", workdir / "sovits", workdir / "report.png")
     total = time.perf_counter() - started
     print("\n== done in {:.0f} s ({})".format(total, ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())))
     print(f"  synthesized: {result.path} ({result.seconds:.2f} s of audio, peak {result.peak:.2f}; reference {ref_wav}: {ref_text!r})")
+    print(f"  report:      {report.path} (spectrograms of evaluation utterance {report.utterance}, losses, learning rates)")
+    print(
+        f"  resynthesis: SoVITS follows the energy envelope of {report.utterance} at r = {report.resynthesis_correlation:.2f} (per-frame log energy)"
+    )
     print(f"  TensorBoard: tensorboard --logdir {workdir}")
     print(f"  metrics:     {workdir / 'sovits' / 'metrics.jsonl'}, {workdir / 'gpt' / 'metrics.jsonl'}")
     print(f"  checkpoints: {workdir / 'sovits' / 'checkpoints'}, {workdir / 'gpt' / 'checkpoints'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from gptsovits_jax.report import write_report
+
+    try:
+        report = write_report(args.gpt_ckpt, args.sovits_ckpt, args.out, utterance=args.utterance, cache_dir=args.cache_dir)
+    except ValueError as err:  # an utterance that is not in the cache
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {report.path}: evaluation utterance {report.utterance}")
+    print(f"  SoVITS resynthesis energy-envelope correlation r = {report.resynthesis_correlation:.3f}")
+    print(f"  GPT + SoVITS synthesis: {report.synthesis_seconds:.2f} s")
     return 0
 
 
@@ -270,6 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", default=DEMO_SENTENCE, help="the sentence to synthesize at the end")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "report", help="one PNG: spectrograms of an evaluation utterance (truth, resynthesis, synthesis), losses, learning rates"
+    )
+    p.add_argument("--gpt-ckpt", required=True, help="GPT run directory or checkpoint")
+    p.add_argument("--sovits-ckpt", required=True, help="SoVITS run directory or checkpoint")
+    p.add_argument("--out", default="report.png", help="output PNG path")
+    p.add_argument("--utterance", help="cache key of the utterance (default: the first of the evaluation split)")
+    p.add_argument("--cache-dir", help="feature cache (default: the SoVITS checkpoint config's data.cache_dir)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("summary", help="parameter counts per top-level submodule (GPT, generator, discriminator)")
     _add_config(p)
