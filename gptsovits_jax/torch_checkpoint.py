@@ -38,7 +38,7 @@ import pickle
 import struct
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -172,11 +172,15 @@ class _PatchedHead(io.RawIOBase):
         return n
 
 
-class _StorageType:
-    """What a ``torch.<X>Storage`` global resolves to: only its element dtype (never called)."""
+class _StorageType(NamedTuple):
+    """What a ``torch.<X>Storage`` global resolves to: only its element dtype (never called).
 
-    def __init__(self, dtype_name: str):
-        self.dtype_name = dtype_name
+    Immutable because these objects are shared by every load and a pickle's BUILD opcode can set
+    attributes on anything it holds; the functions and classes it may name keep no state a later
+    load reads.
+    """
+
+    dtype_name: str
 
 
 class _Storage:
