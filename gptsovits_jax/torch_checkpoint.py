@@ -23,9 +23,11 @@ Any other global (``os.system``, ``builtins.eval``, a TorchScript class...) rais
 :class:`CheckpointFormatError` naming it, before anything is called.
 
 Upstream GPT-SoVITS overwrites the zip's leading ``PK`` of some SoVITS files with a two-byte version
-tag (``GPT_SoVITS/process_ckpt.py``: ``head2version`` read by ``get_sovits_version_from_path_fast``,
-``load_sovits_new`` restoring ``PK`` before ``torch.load``, ``my_save2`` writing the tags):
-:data:`UPSTREAM_VERSION_TAGS`. Files tagged v1 or v2 are read; the others are refused, naming the version.
+tag, :data:`UPSTREAM_VERSION_TAGS` (``GPT_SoVITS/process_ckpt.py``: ``head2version``, read by
+``get_sovits_version_from_path_fast``; ``load_sovits_new`` restores ``PK`` before ``torch.load``).
+Its ``my_save2`` writes the LoRA, v2Pro and v2ProPlus tags; v1 and v2 exports are plain ``torch.save``
+files (``my_save``), but the v1 and v2 tags are still recognised. Files tagged v1 or v2 are read; the
+others are refused, naming the version.
 """
 
 from __future__ import annotations
