@@ -4,10 +4,12 @@ The fixtures and the JSON of what torch read from them come from ``tools/make_to
 """
 
 import collections
+import importlib.util
 import io
 import json
 import shutil
 import struct
+import sys
 import zipfile
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from gptsovits_jax import torch_checkpoint
 from gptsovits_jax.torch_checkpoint import CheckpointFormatError, read_torch_checkpoint, write_torch_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "torch_checkpoint"
@@ -404,8 +407,6 @@ def test_a_failed_write_leaves_the_previous_file_untouched(tmp_path):
 
 
 def test_an_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
-    import gptsovits_jax.torch_checkpoint as torch_checkpoint
-
     write_record = torch_checkpoint._write_record
 
     def fail_on_storage(archive, name, data):
@@ -443,3 +444,15 @@ def test_a_pickle_cannot_change_what_later_loads_read(module, name, attribute, v
         read_torch_checkpoint(path)
     assert_same(read_torch_checkpoint(FIXTURES / "state_dict.pth"), torch_read("state_dict.json"))
     assert_same(read_torch_checkpoint(FIXTURES / "sovits_v2_export.pth"), torch_read("sovits_v2_export.json"))
+
+
+def test_without_ml_dtypes_bfloat16_is_upcast_exactly_to_float32(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)  # makes `import ml_dtypes` fail
+    spec = importlib.util.spec_from_file_location("torch_checkpoint_without_ml_dtypes", torch_checkpoint.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    state = module.read_torch_checkpoint(FIXTURES / "state_dict.pth")
+    expected = torch_read("state_dict.json")
+    assert state["bfloat16"].dtype == np.float32
+    assert_same(state["bfloat16"], expected["bfloat16"].astype(np.float32))
+    assert_same(state["nested"]["tuple"][2], expected["nested"]["tuple"][2].astype(np.float32))
