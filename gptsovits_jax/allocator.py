@@ -25,6 +25,7 @@ __all__ = [
     "ALLOCATOR_ENV_VARS",
     "JEMALLOC_CANDIDATES",
     "JEMALLOC_CONF",
+    "accelerator_expected",
     "allocator_env",
     "find_jemalloc",
     "host_allocator",
@@ -62,6 +63,24 @@ def host_allocator() -> str:
     return "preloaded" if os.environ.get("LD_PRELOAD", "").strip() else "system"
 
 
+# Plugins that give JAX a GPU or TPU backend, which then runs the steps: the host allocator no longer matters.
+ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm7_plugin", "jax_rocm60_plugin", "libtpu")
+
+
+def accelerator_expected(plugins: tuple[str, ...] = ACCELERATOR_PLUGINS) -> bool:
+    """Whether JAX will run on an accelerator, decided without importing jax (so before any restart).
+
+    ``JAX_PLATFORMS`` decides when it is set (its first entry other than ``cpu``, e.g. ``cuda,cpu``);
+    otherwise an installed GPU or TPU plugin (one of ``plugins``) does, since JAX then prefers it.
+    """
+    platforms = [p.strip() for p in os.environ.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+    if platforms:
+        return platforms[0] != "cpu"
+    import importlib.util
+
+    return any(importlib.util.find_spec(name) is not None for name in plugins)
+
+
 def find_jemalloc(candidates: tuple[str, ...] = JEMALLOC_CANDIDATES) -> str | None:
     """The first of ``candidates`` that exists, or ``None``."""
     return next((path for path in candidates if os.path.exists(path)), None)
@@ -72,12 +91,15 @@ def allocator_env(allocator: str, candidates: tuple[str, ...] = JEMALLOC_CANDIDA
 
     ``"system"`` unsets ``LD_PRELOAD`` and ``MALLOC_CONF``; ``"jemalloc"`` preloads the first of ``candidates`` with
     :data:`JEMALLOC_CONF` (``FileNotFoundError`` naming the paths tried when there is none); ``"auto"`` is
-    ``"jemalloc"`` when it is found and ``LD_PRELOAD`` is not already set, otherwise no change.
+    ``"jemalloc"`` when it is found, ``LD_PRELOAD`` is not already set and the run is on the CPU (not
+    :func:`accelerator_expected`: the gain is XLA:CPU's), otherwise no change.
     """
     if allocator not in ALLOCATORS:
         raise ValueError(f"unknown allocator {allocator!r}: expected one of {', '.join(ALLOCATORS)}")
     if allocator == "system":
         return {"LD_PRELOAD": None, "MALLOC_CONF": None}
+    if allocator == "auto" and accelerator_expected():
+        return {}
     path = find_jemalloc(candidates)
     if path is None:
         if allocator == "jemalloc":

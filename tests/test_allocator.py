@@ -12,9 +12,10 @@ from gptsovits_jax.allocator import JEMALLOC_CONF, allocator_env, find_jemalloc,
 
 @pytest.fixture
 def fake_jemalloc(tmp_path, monkeypatch):
-    """Candidate paths where only the second exists, and no LD_PRELOAD/MALLOC_CONF in the environment."""
+    """Candidate paths where only the second exists, no LD_PRELOAD/MALLOC_CONF in the environment, a CPU run."""
     monkeypatch.delenv("LD_PRELOAD", raising=False)
     monkeypatch.delenv("MALLOC_CONF", raising=False)
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     lib = tmp_path / "libjemalloc.so.2"
     lib.touch()
     return (str(tmp_path / "absent" / "libjemalloc.so.2"), str(lib))
@@ -34,6 +35,22 @@ def test_allocator_env_preloads_jemalloc_with_decay_off_or_names_what_is_missing
         allocator_env("tcmalloc", fake_jemalloc)
     monkeypatch.setenv("LD_PRELOAD", "/opt/other/libmalloc.so")
     assert allocator_env("auto", fake_jemalloc) == {}  # a preload the user chose is kept
+
+
+def test_accelerator_expected_from_jax_platforms_or_an_installed_plugin(monkeypatch):
+    for platforms, expected in (("cuda", True), ("tpu,cpu", True), ("cpu", False), (" cpu , cuda", False)):
+        monkeypatch.setenv("JAX_PLATFORMS", platforms)
+        assert allocator.accelerator_expected(("json",)) is expected, platforms  # JAX_PLATFORMS wins over plugins
+    monkeypatch.delenv("JAX_PLATFORMS")
+    assert allocator.accelerator_expected(("json",)) is True  # stands in for an installed jax_cuda12_plugin
+    assert allocator.accelerator_expected(("no_such_plugin_gptsovits",)) is False
+
+
+def test_auto_keeps_the_system_allocator_on_an_accelerator(fake_jemalloc, monkeypatch):
+    _, lib = fake_jemalloc
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+    assert allocator_env("auto", fake_jemalloc) == {}  # the steps run on the GPU: no restart
+    assert allocator_env("jemalloc", fake_jemalloc)["LD_PRELOAD"] == lib  # asked for explicitly: still given
 
 
 def test_needs_restart_compares_with_this_process_environment(fake_jemalloc, monkeypatch):
