@@ -14,7 +14,8 @@ by the rules of :mod:`gptsovits_jax.models.layers`:
   ``ref_enc.fc.fc.weight`` -> ``ref_enc/fc/kernel``.
 
 Paths are ``/``-joined strings, as ``flax.traverse_util.flatten_dict(tree, sep="/")`` gives.
-Layout changes (transposes, the shape of ``weight_g``) are not handled here.
+Layout changes (transposes, the shape of ``weight_g``) and whole state dicts are handled by
+:mod:`gptsovits_jax.upstream_weights`.
 """
 
 from __future__ import annotations
