@@ -30,8 +30,9 @@ Three uses, one per command:
 
   The SoVITS file carries upstream's v2 tag ``01`` in place of the zip's leading ``PK`` (unless
   ``version_tag=False``): upstream's ``get_sovits_version_from_path_fast`` classifies untagged files
-  by size (under 82,978 KiB is v1), and a full-size v2 export lies within about 40 KiB of that
-  threshold, so the tag makes the classification certain. Every inference path of upstream reads
+  by size (under 82,978 KiB is v1), and a full-size v2 export written here is 83,004 KiB, 26 KiB
+  (0.03%) above that threshold (upstream's own v1 and v2 exports are about 82,942 and 83,014 KiB),
+  so the tag makes the classification certain. Every inference path of upstream reads
   SoVITS files through ``process_ckpt.load_sovits_new``, which restores ``PK``; a plain
   ``torch.load`` (upstream's ``s2_train.py`` loading a *pretrained* generator, ``onnx_export.py``)
   cannot read a tagged file, hence the option.
@@ -230,21 +231,25 @@ def load_stage(
 ) -> tuple[dict[str, Any], list[PartSource]]:
     """``stage``'s starting variables from ``path``: an upstream file (``.ckpt``/``.pth``) or a project checkpoint directory.
 
+    For an upstream file the config is checked (``require_v2``) before the file is looked at.
+
     Raises:
       FileNotFoundError: ``path`` (or ``discriminator_path``) does not exist.
       UpstreamIOError: a discriminator file beside a project checkpoint.
     """
     path = Path(path)
-    for p in (path, discriminator_path):
-        if p is not None and not Path(p).exists():
-            raise FileNotFoundError(f"{p}: no such file or directory")
     if path.is_dir():
         if discriminator_path is not None:
             raise UpstreamIOError(f"{discriminator_path}: a discriminator file goes with an upstream generator file, not with {path}")
         return load_project_stage(stage, config, path)
+    if require_v2:
+        check_config_holds_v2(config, ("gpt",) if stage == "gpt" else ("generator", "discriminator"))
+    for p in (path, discriminator_path):
+        if p is not None and not Path(p).is_file():
+            raise FileNotFoundError(f"{p}: no such file")
     if stage == "gpt":
-        return load_upstream_stage("gpt", config, path, require_v2=require_v2)
-    return load_upstream_stage("sovits", config, path, discriminator_path, require_v2=require_v2)
+        return load_upstream_stage("gpt", config, path, require_v2=False)
+    return load_upstream_stage("sovits", config, path, discriminator_path, require_v2=False)
 
 
 def has_checkpoint(workdir: str | Path) -> bool:
@@ -537,6 +542,45 @@ class ExportResult:
         )
 
 
+def write_upstream_files(
+    out: str | Path,
+    name: str,
+    gpt_params: Any,
+    gpt_config: Config,
+    gpt_epochs: int,
+    generator: Any,
+    sovits_config: Config,
+    sovits_epochs: int,
+    sovits_step: int,
+    *,
+    version_tag: bool = True,
+) -> tuple[Path, Path]:
+    """Write ``out/NAME-e{E}.ckpt`` and ``out/NAME_e{E}_s{S}.pth`` from project trees; returns both paths.
+
+    ``gpt_params`` is the GPT's parameter tree, ``generator`` ``{"params": params_g, "quantizer": codebooks}``
+    (``enc_q`` is left out of the file). Values are rounded to float16.
+    """
+    from gptsovits_jax.torch_checkpoint import write_torch_checkpoint
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    gpt_path = out / f"{name}-e{gpt_epochs}.ckpt"
+    gpt_file = OrderedDict(
+        weight=project_to_upstream("gpt", gpt_params, dtype=np.float16),
+        config=upstream_gpt_config(gpt_config, gpt_epochs, name),
+        info=f"GPT-e{gpt_epochs}",
+    )
+    write_torch_checkpoint(gpt_file, gpt_path)
+    sovits_path = out / f"{name}_e{sovits_epochs}_s{sovits_step}.pth"
+    sovits_file = OrderedDict(
+        weight=dict(project_to_upstream("generator", generator, include_enc_q=False, dtype=np.float16)),
+        config=upstream_sovits_config(sovits_config, sovits_epochs, name),
+        info=f"{sovits_epochs}epoch_{sovits_step}iteration",
+    )
+    write_torch_checkpoint(sovits_file, sovits_path, version_tag=SOVITS_VERSION_TAG if version_tag else None)
+    return gpt_path, sovits_path
+
+
 def export_upstream(
     gpt_ckpt: str | Path,
     sovits_ckpt: str | Path,
@@ -565,7 +609,6 @@ def export_upstream(
       UpstreamIOError: epochs that cannot be counted.
     """
     from gptsovits_jax.infer import check_compatible
-    from gptsovits_jax.torch_checkpoint import write_torch_checkpoint
     from gptsovits_jax.train.checkpoint import read_checkpoint_config, restore_state_fields
 
     gpt_config, gpt_stage, _ = read_checkpoint_config(gpt_ckpt)
@@ -587,23 +630,9 @@ def export_upstream(
         else completed_epochs("sovits", sovits_config, sovits_step, sovits_data, cache_dir)
     )
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    gpt_path = out / f"{name}-e{e_gpt.epochs}.ckpt"
-    gpt_file = OrderedDict(
-        weight=project_to_upstream("gpt", gpt["params"], dtype=np.float16),
-        config=upstream_gpt_config(gpt_config, e_gpt.epochs, name),
-        info=f"GPT-e{e_gpt.epochs}",
-    )
-    write_torch_checkpoint(gpt_file, gpt_path)
-
-    sovits_path = out / f"{name}_e{e_sovits.epochs}_s{sovits_step}.pth"
     generator = {"params": sovits["params_g"], "quantizer": sovits["quantizer"]}
-    sovits_file = OrderedDict(
-        weight=dict(project_to_upstream("generator", generator, include_enc_q=False, dtype=np.float16)),
-        config=upstream_sovits_config(sovits_config, e_sovits.epochs, name),
-        info=f"{e_sovits.epochs}epoch_{sovits_step}iteration",
+    gpt_path, sovits_path = write_upstream_files(
+        out, name, gpt["params"], gpt_config, e_gpt.epochs, generator, sovits_config, e_sovits.epochs, sovits_step, version_tag=version_tag
     )
     tag = SOVITS_VERSION_TAG if version_tag else None
-    write_torch_checkpoint(sovits_file, sovits_path, version_tag=tag)
     return ExportResult(gpt_path, sovits_path, e_gpt, e_sovits, sovits_step, tag)
