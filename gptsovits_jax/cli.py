@@ -1,7 +1,8 @@
 """The ``gptsovits-jax`` command. Each subcommand imports what it needs when it runs.
 
 Subcommands: ``preprocess``, ``train-sovits``, ``extract-semantic``, ``train-gpt``,
-``synthesize``, ``demo`` (all of them on the embedded corpus), ``report``, ``summary``, ``plot-lr``.
+``synthesize``, ``demo`` (all of them on the embedded corpus), ``report``, ``summary``, ``plot-lr``,
+``import-upstream`` and ``export-upstream`` (upstream GPT-SoVITS v2 weight files in and out).
 
 Run as a program, the command first restarts itself with jemalloc preloaded when that is installed and the
 run is on the CPU (``--allocator``, :mod:`gptsovits_jax.allocator`): faster CPU steps for more host memory.
@@ -23,6 +24,10 @@ from gptsovits_jax.allocator import ALLOCATORS, host_allocator, use_allocator
 from gptsovits_jax.compile_cache import disable_compile_cache, enable_compile_cache
 
 DEMO_SENTENCE = "The quick brown fox jumps over the lazy dog."
+ALLOW_ANY_SIZE_HELP = (
+    "accept a config without upstream v2's sizes, for small models such as the test fixtures "
+    "(weights are still mapped strictly: every key, every shape)"
+)
 
 
 def _add_config(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -67,12 +72,36 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_init_from(config, stage: str, init_from: str | None, init_from_d: str | None):
+    """``config`` with ``--init-from`` / ``--init-from-d`` in place of the config's ``init_from`` keys, validated again."""
+    import dataclasses
+
+    from gptsovits_jax.config import validate
+
+    if init_from is None and init_from_d is None:
+        return config
+    field = f"{stage}_train"
+    changes = {} if init_from is None else {"init_from": init_from}
+    if init_from_d is not None:
+        changes["init_from_discriminator"] = init_from_d
+    config = dataclasses.replace(config, **{field: dataclasses.replace(getattr(config, field), **changes)})
+    validate(config)
+    return config
+
+
 def _train(stage: str, args: argparse.Namespace) -> int:
     from gptsovits_jax.train.stages import run_training
 
-    config = _load(args)
+    config = _with_init_from(_load(args), stage, args.init_from, getattr(args, "init_from_d", None))
     result = run_training(
-        stage, config, args.workdir, resume=args.resume, synthetic=args.synthetic, progress=not args.no_progress, stop_after=args.stop_after
+        stage,
+        config,
+        args.workdir,
+        resume=args.resume,
+        synthetic=args.synthetic,
+        progress=not args.no_progress,
+        stop_after=args.stop_after,
+        require_v2=not args.allow_any_size,
     )
     state = "interrupted" if result.interrupted else "finished"
     print(
@@ -217,6 +246,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_upstream(args: argparse.Namespace) -> int:
+    from gptsovits_jax.upstream_io import import_upstream
+
+    config = _load(args)
+    result = import_upstream(config, args.out, args.s1, args.s2g, args.s2d, require_v2=not args.allow_any_size)
+    print(result)
+    return 0
+
+
+def cmd_export_upstream(args: argparse.Namespace) -> int:
+    from gptsovits_jax.upstream_io import export_upstream
+
+    result = export_upstream(
+        args.gpt_ckpt,
+        args.sovits_ckpt,
+        args.out,
+        args.name,
+        require_v2=not args.allow_any_size,
+        cache_dir=args.cache_dir,
+        gpt_epochs=args.gpt_epochs,
+        sovits_epochs=args.sovits_epochs,
+        version_tag=not args.no_version_tag,
+    )
+    print(result)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from gptsovits_jax.report import write_report
 
@@ -267,6 +323,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --workdir")
         p.add_argument("--synthetic", action="store_true", help="train on a fixed synthetic batch (no corpus needed)")
         p.add_argument("--stop-after", type=int, metavar="N", help="stop (with a checkpoint) after N more steps; --resume continues")
+        p.add_argument(
+            "--init-from",
+            metavar="PATH",
+            help=f"start from these weights instead of a random initialisation ({stage}_train.init_from): upstream's "
+            + ("generator file (.pth)" if stage == "sovits" else "GPT file (.ckpt)")
+            + " or a project run/checkpoint directory (e.g. import-upstream's output); parameters only, fresh optimizer state, "
+            "step 0. With --resume a checkpoint in --workdir wins",
+        )
+        if stage == "sovits":
+            p.add_argument(
+                "--init-from-d",
+                metavar="FILE",
+                help="upstream's discriminator file (.pth) beside an upstream generator file in --init-from "
+                "(sovits_train.init_from_discriminator); without it the discriminator starts fresh",
+            )
+        p.add_argument("--allow-any-size", action="store_true", help=ALLOW_ANY_SIZE_HELP)
         p.add_argument("--no-progress", action="store_true")
         p.set_defaults(func=lambda a, s=stage: _train(s, a))
 
@@ -312,6 +384,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="feature cache (default: the SoVITS checkpoint config's data.cache_dir)")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("import-upstream", help="upstream GPT-SoVITS v2 weight files -> step-0 project checkpoints OUT/gpt, OUT/sovits")
+    _add_config(p)
+    p.add_argument("--s1", required=True, metavar="FILE", help="upstream's GPT file, e.g. s1bert25hz-5kh-longer-epoch=12-step=369668.ckpt")
+    p.add_argument(
+        "--s2g", required=True, metavar="FILE", help="upstream's SoVITS generator file, e.g. s2G2333k.pth or a *_e*_s*.pth export"
+    )
+    p.add_argument("--s2d", metavar="FILE", help="upstream's SoVITS discriminator file, e.g. s2D2333k.pth (default: initialised fresh)")
+    p.add_argument("--out", required=True, help="output directory: OUT/gpt and OUT/sovits are written")
+    p.add_argument("--allow-any-size", action="store_true", help=ALLOW_ANY_SIZE_HELP)
+    p.set_defaults(func=cmd_import_upstream)
+
+    p = sub.add_parser("export-upstream", help="a GPT and a SoVITS run -> NAME-e{E}.ckpt and NAME_e{E}_s{S}.pth for upstream's inference")
+    p.add_argument("--gpt-ckpt", required=True, help="GPT run directory or checkpoint")
+    p.add_argument("--sovits-ckpt", required=True, help="SoVITS run directory or checkpoint")
+    p.add_argument("--out", required=True, help="output directory (copy the files into upstream's GPT_weights_v2/ and SoVITS_weights_v2/)")
+    p.add_argument("--name", help="file name stem (default: the GPT checkpoint config's name)")
+    p.add_argument(
+        "--cache-dir", help="preprocessed cache the runs trained on, to count epochs (default: each checkpoint config's data.cache_dir)"
+    )
+    p.add_argument("--gpt-epochs", type=int, metavar="E", help="E of the GPT file name, instead of counting it from the training data")
+    p.add_argument(
+        "--sovits-epochs", type=int, metavar="E", help="E of the SoVITS file name, instead of counting it from the training data"
+    )
+    p.add_argument(
+        "--no-version-tag",
+        action="store_true",
+        help="write the SoVITS file as a plain zip (upstream classifies untagged files by size; plain torch.load reads them) "
+        "instead of with upstream's v2 tag '01' (read by its inference through load_sovits_new)",
+    )
+    p.add_argument("--allow-any-size", action="store_true", help=ALLOW_ANY_SIZE_HELP)
+    p.set_defaults(func=cmd_export_upstream)
+
     p = sub.add_parser("summary", help="parameter counts per top-level submodule (GPT, generator, discriminator)")
     _add_config(p)
     p.add_argument("--json", action="store_true")
@@ -355,8 +459,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gptsovits_jax.data.manifest import ManifestError
     from gptsovits_jax.infer import CompatibilityError
     from gptsovits_jax.text.frontend import TextError
+    from gptsovits_jax.torch_checkpoint import CheckpointFormatError
     from gptsovits_jax.train.checkpoint import CheckpointMismatchError
     from gptsovits_jax.train.loop import TrainingDivergedError
+    from gptsovits_jax.upstream_io import UpstreamIOError
+    from gptsovits_jax.upstream_weights import WeightMappingError
 
     try:
         return int(args.func(args) or 0)
@@ -369,6 +476,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         CompatibilityError,
         CheckpointMismatchError,
         TrainingDivergedError,
+        CheckpointFormatError,
+        WeightMappingError,
+        UpstreamIOError,
     ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -232,7 +232,14 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class SoVITSTrainConfig:
-    """Stage-2 loop: steps, batches, loss weights, generator and discriminator optimizers."""
+    """Stage-2 loop: steps, batches, loss weights, generator and discriminator optimizers.
+
+    ``init_from`` starts training from other weights instead of a random initialisation (parameters and
+    codebook only; fresh optimizer state, step 0): upstream's generator file (``s2G2333k.pth`` or a
+    ``*_e*_s*.pth`` export) or a project run/checkpoint directory (generator, codebook and discriminator).
+    ``init_from_discriminator`` is upstream's discriminator file (``s2D2333k.pth``) beside an upstream
+    generator file; without it the discriminator starts fresh.
+    """
 
     steps: int = 1000
     batch_size: int = 4
@@ -249,11 +256,18 @@ class SoVITSTrainConfig:
     c_commit: float = 1.0
     optim_g: OptimConfig = field(default_factory=OptimConfig)
     optim_d: OptimConfig = field(default_factory=OptimConfig)
+    init_from: str | None = None
+    init_from_discriminator: str | None = None
 
 
 @dataclass(frozen=True)
 class GPTTrainConfig:
-    """Stage-1 loop: steps, batches and the optimizer."""
+    """Stage-1 loop: steps, batches and the optimizer.
+
+    ``init_from`` starts training from other weights instead of a random initialisation (parameters only;
+    fresh optimizer state, step 0): upstream's GPT file (``s1bert25hz-*.ckpt`` or a ``*-e*.ckpt`` export)
+    or a project run/checkpoint directory.
+    """
 
     steps: int = 1000
     batch_size: int = 8
@@ -266,6 +280,7 @@ class GPTTrainConfig:
     precision: str = "float32"
     max_semantic_tokens: int = 1350
     optim: OptimConfig = field(default_factory=OptimConfig)
+    init_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -559,6 +574,32 @@ def validate_optim(optim: OptimConfig, key: str) -> None:
         _check(0 <= p.min_scale <= 1, f"{key}.plateau.min_scale", "must be in [0, 1]")
 
 
+UPSTREAM_SUFFIXES = (".ckpt", ".pth")
+"""File suffixes of upstream's checkpoints; an ``init_from`` without one names a project run or checkpoint directory."""
+
+
+def _validate_init_from(config: Config) -> None:
+    # Only the form is checked here: a config stored with a checkpoint is validated again on other machines.
+    for key, value in (
+        ("gpt_train.init_from", config.gpt_train.init_from),
+        ("sovits_train.init_from", config.sovits_train.init_from),
+        ("sovits_train.init_from_discriminator", config.sovits_train.init_from_discriminator),
+    ):
+        _check(value is None or value.strip() != "", key, "must be a path or null, not an empty string")
+    st = config.sovits_train
+    if st.init_from_discriminator is not None:
+        _check(
+            st.init_from is not None and st.init_from.endswith(UPSTREAM_SUFFIXES),
+            "sovits_train.init_from_discriminator",
+            "goes with an upstream generator file in sovits_train.init_from (.pth); a project checkpoint holds its own discriminator",
+        )
+        _check(
+            st.init_from_discriminator.endswith(UPSTREAM_SUFFIXES),
+            "sovits_train.init_from_discriminator",
+            f"must be an upstream discriminator file ({', '.join(UPSTREAM_SUFFIXES)}), got {st.init_from_discriminator!r}",
+        )
+
+
 def _positive(section: Any, prefix: str, names: typing.Iterable[str]) -> None:
     for name in names:
         value = getattr(section, name)
@@ -672,6 +713,7 @@ def validate(config: Config) -> None:
             t, name, ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps")
         )
         _check(t.precision in PRECISIONS, f"{name}.precision", f"must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
+    _validate_init_from(config)
     validate_optim(config.sovits_train.optim_g, "sovits_train.optim_g")
     validate_optim(config.sovits_train.optim_d, "sovits_train.optim_d")
     validate_optim(config.gpt_train.optim, "gpt_train.optim")

@@ -1,11 +1,13 @@
 """Config loading, overrides and validation errors that name the key."""
 
 import dataclasses
+import math
 
 import pytest
 import yaml
 
 from gptsovits_jax.config import Config, ConfigError, config_from_dict, load_config, to_dict
+from gptsovits_jax.optim import groups_from_config
 
 
 def test_v2_config_holds_upstream_hyperparameters(v2_config):
@@ -77,6 +79,8 @@ def test_overrides_apply_with_yaml_types(repo_root):
         ("sovits_train.optim_g.groups=[{name: a, pattern: '', frozen: true, unfreeze_step: 3}]", "frozen group never unfreezes"),
         ("gpt_train.optim.b1=1.5", "gpt_train.optim.b1"),
         ("sovits_train.log_every=true", "sovits_train.log_every: expected an integer"),
+        ("gpt_train.init_from=' '", "gpt_train.init_from: must be a path or null"),
+        ("sovits_train.init_from_discriminator=s2D2333k.pth", "sovits_train.init_from_discriminator: goes with an upstream generator file"),
     ],
 )
 def test_bad_values_fail_naming_the_key(repo_root, override, message):
@@ -105,3 +109,62 @@ def test_configs_are_frozen_and_round_trip(tiny_config, tmp_path):
     path.write_text(yaml.safe_dump(data))
     assert load_config(path) == tiny_config
     assert config_from_dict({}) == config_from_dict(to_dict(Config()))
+
+
+def test_init_from_keys_take_paths_and_a_discriminator_file_beside_a_generator_file(repo_root):
+    c = load_config(
+        repo_root / "configs/tiny.yaml",
+        [
+            "sovits_train.init_from=pre/s2G2333k.pth",
+            "sovits_train.init_from_discriminator=pre/s2D2333k.pth",
+            "gpt_train.init_from=runs/pre",
+        ],
+    )
+    assert (c.sovits_train.init_from, c.sovits_train.init_from_discriminator) == ("pre/s2G2333k.pth", "pre/s2D2333k.pth")
+    assert c.gpt_train.init_from == "runs/pre"
+    with pytest.raises(ConfigError, match="a project checkpoint holds its own discriminator"):
+        load_config(repo_root / "configs/tiny.yaml", ["sovits_train.init_from=runs/pre", "sovits_train.init_from_discriminator=d.pth"])
+
+
+def _cosine(s, peak, warmup, total, init, end):
+    """The warmup-cosine closed form (gptsovits_jax.schedules.warmup_cosine's docstring)."""
+    if s < warmup:
+        return init + (peak - init) * s / warmup
+    if s >= total:
+        return end
+    return end + (peak - end) * 0.5 * (1 + math.cos(math.pi * (s - warmup) / (total - warmup)))
+
+
+def _lrs(optim_cfg, steps):
+    groups = {g.name: g.schedule for g in groups_from_config(optim_cfg)}
+    return {name: [0.0 if fn is None else float(fn(s)) for s in steps] for name, fn in groups.items()}
+
+
+def test_finetune_recipe_has_v2_sizes_and_its_schedules_follow_the_closed_forms(repo_root):
+    from gptsovits_jax.upstream_weights import check_config_holds_v2
+
+    c = load_config(repo_root / "configs/finetune-v2.yaml")
+    check_config_holds_v2(c)
+    assert c.gpt_train.init_from is None and c.sovits_train.init_from is None and c.sovits_train.init_from_discriminator is None
+    assert c.ssl.extractor == "hubert"  # the pretrained quantizer's feature space
+
+    steps = [0, 20, 39, 40, 41, 100, 149, 150, 160, 170, 171, 220, 285, 399, 400, 1000]
+    lrs = _lrs(c.gpt_train.optim, steps)
+    for s, lr in zip(steps, lrs["gpt"]):
+        assert lr == pytest.approx(_cosine(s, 1e-5, 40, 400, 1e-7, 1e-6), rel=1e-5), s
+    for s, lr in zip(steps, lrs["gpt_frozen_bottom"]):  # zero until step 150, then its own schedule counted from 150
+        assert lr == (0.0 if s < 150 else pytest.approx(_cosine(s - 150, 1e-5, 20, 250, 1e-7, 1e-6), rel=1e-5)), s
+    assert lrs["gpt"][3] == pytest.approx(1e-5) and lrs["gpt"][-2] == pytest.approx(1e-6)
+    assert c.gpt_train.optim.grad_accum_steps == 1  # optimizer steps are training steps
+
+    steps = [0, 25, 50, 51, 425, 799, 800, 2000]
+    g, d = _lrs(c.sovits_train.optim_g, steps), _lrs(c.sovits_train.optim_d, steps)
+    for i, s in enumerate(steps):
+        assert g["generator"][i] == pytest.approx(_cosine(s, 2e-4, 50, 800, 1e-6, 1e-5), rel=1e-5), s
+        assert g["text_low_lr"][i] == pytest.approx(0.4 * g["generator"][i], rel=1e-6), s
+        assert g["frozen"][i] == 0.0
+        assert d["discriminator"][i] == pytest.approx(_cosine(s, 1e-4, 50, 800, 1e-6, 5e-6), rel=1e-5), s
+    assert [grp.pattern for grp in c.sovits_train.optim_g.groups[:2]] == [
+        "^(ssl_proj|quantizer)/",
+        "^enc_p/(text_embedding|encoder_text|mrte)/",
+    ]

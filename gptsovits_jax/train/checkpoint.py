@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from gptsovits_jax.config import Config, to_dict
@@ -211,3 +212,35 @@ def restore_train_state(path: str | Path, stage: str) -> tuple[Any, Any, Config]
     finally:
         manager.close()
     return restored["state"], setup, config
+
+
+def restore_state_fields(path: str | Path, fields: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any], Config, str, int]:
+    """Only the named top-level fields of a saved train state, e.g. ``("params",)``: no optimizer moments are read.
+
+    ``path`` as for :func:`restore_train_state`. Nothing is built: the arrays' shapes come from the
+    checkpoint's own metadata and they are returned as numpy arrays (on the host).
+
+    Returns:
+      ``(fields, data_state, config, stage, step)``: field name -> its tree; the input iterator's
+      position saved with the state; the config, stage and step stored with the checkpoint.
+    """
+    config, stage, step = read_checkpoint_config(path)
+    folder, _ = _checkpoint_dir(path)
+    handlers = {"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    manager = ocp.CheckpointManager(folder, item_handlers=handlers, options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+        saved = manager.item_metadata(step)["state"].tree
+        missing = [name for name in fields if name not in saved]
+        if missing:
+            raise CheckpointMismatchError(f"{folder / str(step)}: the {stage} state has no {', '.join(missing)}")
+        target = {name: saved[name] for name in fields}
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True), data=ocp.args.JsonRestore()
+            ),
+        )
+    finally:
+        manager.close()
+    return dict(restored["state"]), dict(restored["data"] or {}), config, stage, step

@@ -170,7 +170,8 @@ def run(
     resumed_from = None
     if resume and checkpointer.latest_step() is not None:
         state, data_state, resumed_from = checkpointer.restore(state)
-        train_batches.set_state(data_state)
+        if data_state:  # import-upstream's step-0 checkpoints hold no data position
+            train_batches.set_state(data_state)
         log.info("resumed %s from step %d", loop.stage, resumed_from)
         if is_main:
             print(f"resuming {loop.stage} from {workdir / 'checkpoints' / str(resumed_from)}")

@@ -111,10 +111,16 @@ def init_sovits_variables(config: Config, rng: jax.Array) -> tuple[Any, Any, Any
     return variables["params"], variables.get("quantizer", {}), params_d
 
 
-def create_sovits_state(config: Config, seed: int | None = None) -> tuple[SoVITSTrainState, SoVITSSetup]:
-    """A fresh train state and its setup, deterministic in ``seed`` (default ``sovits_train.seed``)."""
+def create_sovits_state(config: Config, seed: int | None = None, variables: Any = None) -> tuple[SoVITSTrainState, SoVITSSetup]:
+    """A fresh train state and its setup, deterministic in ``seed`` (default ``sovits_train.seed``).
+
+    ``variables``: ``(params_g, quantizer, params_d)`` to start from (e.g. imported weights) instead of
+    a fresh initialisation; the optimizer state is fresh either way.
+    """
     seed = config.sovits_train.seed if seed is None else seed
-    params_g, quantizer, params_d = jax.jit(init_sovits_variables, static_argnums=0)(config, init_key(seed))
+    if variables is None:
+        variables = jax.jit(init_sovits_variables, static_argnums=0)(config, init_key(seed))
+    params_g, quantizer, params_d = variables
     run_key = jax.random.PRNGKey(seed)
     setup = make_sovits_setup(config, params_g, params_d)
     state = SoVITSTrainState(

@@ -17,6 +17,7 @@ from gptsovits_jax.train.gpt_step import create_gpt_state, gpt_eval_step, jit_gp
 from gptsovits_jax.train.parallel import batch_sharded, check_batch_size, initialize_distributed, make_mesh, put_replicated, replicated
 from gptsovits_jax.train.sovits_step import create_sovits_state, jit_sovits_train_step, resynthesize, sovits_eval_step
 from gptsovits_jax.train.synthetic import RepeatingBatches, synthetic_gpt_batch, synthetic_sovits_batch
+from gptsovits_jax.upstream_io import starting_variables
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,17 @@ def sovits_sample_audio(setup, batch: dict[str, np.ndarray]):
     return sample
 
 
-def build_stage(stage: str, config: Config, mesh, eval_batches: Sequence[dict[str, Any]] = ()) -> tuple[loop_lib.StageLoop, Any]:
-    """The loop description and a fresh state (replicated on ``mesh``) of ``stage``."""
+def build_stage(
+    stage: str, config: Config, mesh, eval_batches: Sequence[dict[str, Any]] = (), variables: dict[str, Any] | None = None
+) -> tuple[loop_lib.StageLoop, Any]:
+    """The loop description and a fresh state (replicated on ``mesh``) of ``stage``.
+
+    ``variables``: the parameters (and codebook) to start from, as :func:`gptsovits_jax.upstream_io.starting_variables`
+    returns them; None initialises them fresh. The optimizer state is fresh either way.
+    """
     if stage == "sovits":
-        state, setup = create_sovits_state(config)
+        start = None if variables is None else (variables["params_g"], variables["quantizer"], variables["params_d"])
+        state, setup = create_sovits_state(config, variables=start)
         loop = loop_lib.StageLoop(
             stage="sovits",
             train_cfg=config.sovits_train,
@@ -51,7 +59,7 @@ def build_stage(stage: str, config: Config, mesh, eval_batches: Sequence[dict[st
             max_nonfinite=config.sovits_train.max_nonfinite_steps,
         )
     elif stage == "gpt":
-        state, setup = create_gpt_state(config)
+        state, setup = create_gpt_state(config, params=None if variables is None else variables["params"])
         loop = loop_lib.StageLoop(
             stage="gpt",
             train_cfg=config.gpt_train,
@@ -76,12 +84,18 @@ def train_stage(
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    require_v2: bool = True,
 ) -> loop_lib.LoopResult:
-    """Train ``stage`` on the given batches into ``workdir`` (on all devices of ``parallel``)."""
+    """Train ``stage`` on the given batches into ``workdir`` (on all devices of ``parallel``).
+
+    The run starts from ``{stage}_train.init_from`` when set (``require_v2``: the config must have
+    upstream v2's sizes to read an upstream file), unless ``resume`` finds a checkpoint in ``workdir``.
+    """
     train_cfg = config.sovits_train if stage == "sovits" else config.gpt_train
     mesh = make_mesh(config.parallel.num_devices, config.parallel.data_axis)
     check_batch_size(train_cfg.batch_size, mesh)
-    loop, state = build_stage(stage, config, mesh, eval_batches)
+    variables = starting_variables(stage, config, workdir, resume=resume, require_v2=require_v2)
+    loop, state = build_stage(stage, config, mesh, eval_batches, variables)
     return loop_lib.run(
         loop, config, state, train_batches, eval_batches, workdir, mesh, resume=resume, progress=progress, stop_after=stop_after
     )
@@ -129,12 +143,23 @@ def run_training(
     synthetic: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    require_v2: bool = True,
 ) -> loop_lib.LoopResult:
     """What ``gptsovits-jax train-sovits`` / ``train-gpt`` do: join the cluster, load data, train."""
     initialize_distributed(config.parallel)
     train_batches, eval_batches = data_sources(stage, config, synthetic=synthetic)
     try:
-        return train_stage(stage, config, workdir, train_batches, eval_batches, resume=resume, progress=progress, stop_after=stop_after)
+        return train_stage(
+            stage,
+            config,
+            workdir,
+            train_batches,
+            eval_batches,
+            resume=resume,
+            progress=progress,
+            stop_after=stop_after,
+            require_v2=require_v2,
+        )
     finally:
         close = getattr(train_batches, "close", None)
         if close is not None:
