@@ -165,7 +165,9 @@ class DiscriminatorConfig:
 class ScheduleConfig:
     """One learning-rate schedule; see :mod:`gptsovits_jax.schedules` for the closed forms.
 
-    ``total_steps`` of ``None`` means "the stage's ``steps``". ``decay_rate`` is
+    Steps are optimizer updates (a training step with ``grad_accum_steps: k`` is 1/k of
+    one). ``total_steps`` of ``None`` means the stage's ``steps / grad_accum_steps``
+    (rounded up), the updates of the whole run. ``decay_rate`` is
     per ``decay_every`` steps (exponential); ``boundaries``/``drop_factor`` define
     the piecewise-constant drops (step).
     """
@@ -476,7 +478,15 @@ def load_config(path: str | Path, overrides: typing.Iterable[str] = ()) -> Confi
 # --------------------------------------------------------------------------- validation
 
 
+def optimizer_steps(steps: int, optim: OptimConfig) -> int:
+    """Optimizer updates in a run of ``steps`` training steps: one per ``grad_accum_steps`` micro-batches."""
+    return -(-steps // optim.grad_accum_steps)
+
+
 def _resolve_optim(optim: OptimConfig, steps: int) -> OptimConfig:
+    # Schedules are evaluated at the optimizer's update count, so their default length is in updates.
+    steps = optimizer_steps(steps, optim)
+
     def fill(schedule: ScheduleConfig | None) -> ScheduleConfig | None:
         if schedule is None or schedule.total_steps is not None:
             return schedule

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gptsovits_jax.config import Config
+from gptsovits_jax.config import Config, optimizer_steps
 from gptsovits_jax.optim import groups_from_config
 
 STAGES = ("sovits", "gpt")
@@ -22,9 +22,10 @@ def stage_optimizers(config: Config, stage: str) -> dict[str, object]:
 
 
 def stage_steps(config: Config, stage: str) -> int:
-    """Optimizer steps of a stage's run."""
-    train = config.sovits_train if stage == "sovits" else config.gpt_train
-    return train.steps
+    """Optimizer steps of a stage's run (its training steps over the gradient accumulation)."""
+    if stage == "sovits":
+        return optimizer_steps(config.sovits_train.steps, config.sovits_train.optim_g)
+    return optimizer_steps(config.gpt_train.steps, config.gpt_train.optim)
 
 
 def learning_rate_curves(config: Config, stage: str, num_points: int = 1000) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -32,7 +32,8 @@ def test_v2_config_holds_upstream_hyperparameters(v2_config):
     assert g.groups[1].lr_mult == 0.4
     assert c.sovits_train.c_mel == 45.0 and c.sovits_train.c_kl == 1.0
     assert c.gpt_train.optim.grad_accum_steps == 4
-    assert c.gpt_train.optim.schedule.warmup_steps == 2000 and c.gpt_train.optim.schedule.total_steps == 40000
+    # 40000 training steps of 4 accumulated micro-batches: 10000 optimizer updates, which the schedule counts
+    assert c.gpt_train.optim.schedule.warmup_steps == 2000 and c.gpt_train.optim.schedule.total_steps == 10000
 
 
 def test_tiny_config_loads_and_schedule_lengths_default_to_stage_steps(tiny_config):

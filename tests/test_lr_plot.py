@@ -53,3 +53,12 @@ def test_plot_lr_reports_config_errors(repo_root, tmp_path, capsys):
 def test_unknown_stage_is_rejected(tiny_config):
     with pytest.raises(ValueError, match="unknown stage"):
         learning_rate_curves(tiny_config, "vocoder")
+
+
+def test_gpt_schedule_spans_the_optimizer_updates_of_an_accumulating_run(v2_config):
+    # configs/v2.yaml: 40000 training steps, 4 micro-batches per update; the schedule counts updates.
+    steps, curves = learning_rate_curves(v2_config, "gpt", num_points=101)
+    assert steps[-1] == 40000 // 4
+    ref = schedules.warmup_cosine(1e-4, 2000, 10000, init_lr=1e-6, end_lr=1e-6)
+    np.testing.assert_allclose(curves["gpt"], [float(ref(int(s))) for s in steps], rtol=1e-6)
+    assert curves["gpt"][-1] == pytest.approx(1e-6)  # the cosine ends where the run does

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gptsovits_jax.config import Config
+from gptsovits_jax.config import Config, optimizer_steps
 from gptsovits_jax.models.gpt import Text2SemanticDecoder, gpt_loss
 from gptsovits_jax.optim import Optimizer, build_optimizer, skipped_updates, update_count
 from gptsovits_jax.train.common import COMPUTE_DTYPES, init_key, lr_metrics
@@ -68,7 +68,7 @@ def init_gpt_params(config: Config, rng: jax.Array) -> Any:
 def make_gpt_setup(config: Config, params: Any) -> GPTSetup:
     """Module and optimizer for ``config`` (params may be abstract)."""
     model = Text2SemanticDecoder(config.gpt, dtype=COMPUTE_DTYPES[config.gpt_train.precision])
-    opt = build_optimizer(config.gpt_train.optim, params, total_steps=config.gpt_train.steps)
+    opt = build_optimizer(config.gpt_train.optim, params, total_steps=optimizer_steps(config.gpt_train.steps, config.gpt_train.optim))
     return GPTSetup(model=model, opt=opt, config=config)
 
 
