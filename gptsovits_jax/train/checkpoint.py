@@ -54,6 +54,25 @@ def shape_mismatches(saved: Any, target: Any) -> list[str]:
     return lines
 
 
+def _manager(directory: Path, name: str, keep: int, asynchronous: bool) -> ocp.CheckpointManager:
+    """A manager whose cross-process barriers are named after ``name``.
+
+    With several processes, orbax names the barriers of a save after the step only
+    (``async_write_complete.<step>``, ``set_value_start``), some of them waited for in
+    background threads. Two managers saving the same step (``checkpoints/`` and ``best/``)
+    would then wait at one barrier from two threads of a process, which the coordination
+    service refuses ("Barrier ... is already ongoing") and the checkpoint is never committed.
+    The prefix gives each manager its own barriers.
+    """
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        enable_async_checkpointing=asynchronous,
+        create=True,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name),
+    )
+    return ocp.CheckpointManager(directory, options=options, item_handlers=_handlers())
+
+
 class Checkpointer:
     """Keeps the last ``keep`` checkpoints and the best one by validation loss.
 
@@ -69,16 +88,8 @@ class Checkpointer:
         self.workdir = Path(workdir).absolute()
         self.config = config
         self.stage = stage
-        self._latest = ocp.CheckpointManager(
-            self.workdir / "checkpoints",
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=asynchronous, create=True),
-            item_handlers=_handlers(),
-        )
-        self._best = ocp.CheckpointManager(
-            self.workdir / "best",
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=asynchronous, create=True),
-            item_handlers=_handlers(),
-        )
+        self._latest = _manager(self.workdir / "checkpoints", "latest", keep, asynchronous)
+        self._best = _manager(self.workdir / "best", "best", 1, asynchronous)
         self.best_loss = self._stored_best_loss()
 
     def _meta(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
