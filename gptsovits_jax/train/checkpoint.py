@@ -194,10 +194,11 @@ def read_checkpoint_config(path: str | Path) -> tuple[Config, str, int]:
 
 
 def restore_train_state(path: str | Path, stage: str) -> tuple[Any, Any, Config]:
-    """Load a train state for inference or export: ``(state, setup, config)``.
+    """Load a train state for inference or export onto this process's first device: ``(state, setup, config)``.
 
     ``path`` is a run directory (newest checkpoint), its ``checkpoints`` or ``best``
-    folder, or one step's folder. The config comes from the checkpoint itself.
+    folder, or one step's folder. The config comes from the checkpoint itself. The
+    checkpoint may come from any number of devices and processes.
     """
     from gptsovits_jax.train.gpt_step import create_gpt_state
     from gptsovits_jax.train.sovits_step import create_sovits_state
@@ -212,13 +213,15 @@ def restore_train_state(path: str | Path, stage: str) -> tuple[Any, Any, Config]
         state, built["setup"] = create(config)
         return state
 
-    # Shapes only: no parameter is initialised or compiled just to be overwritten.
-    fresh = jax.eval_shape(abstract_state)
+    # Shapes only: no parameter is initialised or compiled just to be overwritten. Without a
+    # sharding, orbax would restore onto the devices that saved, which may not exist here.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    fresh = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), jax.eval_shape(abstract_state))
     setup = built["setup"]
     folder, _ = _checkpoint_dir(path)
     manager = ocp.CheckpointManager(folder, item_handlers=_handlers(), options=ocp.CheckpointManagerOptions(read_only=True))
     try:
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(fresh))))
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(fresh)))
     finally:
         manager.close()
     return restored["state"], setup, config
