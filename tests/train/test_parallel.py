@@ -153,12 +153,15 @@ def _finish(procs: list[subprocess.Popen], timeout: float = TIMEOUT) -> list[str
     """The output of every process, each checked to have exited with 0 within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     logs = []
-    for pid, p in enumerate(procs):
-        try:
+    try:
+        for p in procs:
             logs.append(p.communicate(timeout=max(deadline - time.monotonic(), 1.0))[0])
-        except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired:
+        for p in procs:
             p.kill()
-            pytest.fail(f"process {pid} still running after {timeout} s:\n{p.communicate()[0][-3000:]}")
+        logs += [p.communicate()[0] for p in procs[len(logs) :]]
+        tails = "\n".join(f"--- process {pid}:\n{log[-3000:]}" for pid, log in enumerate(logs))
+        pytest.fail(f"still running after {timeout} s\n{tails}")
     for pid, (p, log) in enumerate(zip(procs, logs)):
         assert p.returncode == 0, f"process {pid} exited with {p.returncode}:\n{log[-3000:]}"
     return logs
