@@ -73,6 +73,14 @@ SMALL_SOVITS = [
     "sovits_train.steps=100",
 ]
 
+# The GPT of configs/tiny.yaml narrower and one layer deep, for tests that compile it several times.
+SMALL_GPT = [
+    "gpt.hidden_dim=32",
+    "gpt.num_heads=2",
+    "gpt.num_layers=1",
+    "gpt.ffn_dim=64",
+]
+
 
 @pytest.fixture(scope="session")
 def small_sovits_config(repo_root):

@@ -55,6 +55,25 @@ def shape_mismatches(saved: Any, target: Any) -> list[str]:
     return lines
 
 
+def _manager(directory: Path, name: str, keep: int, asynchronous: bool) -> ocp.CheckpointManager:
+    """A manager whose cross-process barriers are named after ``name``.
+
+    With several processes, orbax names the barriers of a save after the step only
+    (``async_write_complete.<step>``, ``set_value_start``), some of them waited for in
+    background threads. Two managers saving the same step (``checkpoints/`` and ``best/``)
+    would then wait at one barrier from two threads of a process, which the coordination
+    service refuses ("Barrier ... is already ongoing") and the checkpoint is never committed.
+    The prefix gives each manager its own barriers.
+    """
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        enable_async_checkpointing=asynchronous,
+        create=True,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name),
+    )
+    return ocp.CheckpointManager(directory, options=options, item_handlers=_handlers())
+
+
 class Checkpointer:
     """Keeps the last ``keep`` checkpoints and the best one by validation loss.
 
@@ -70,16 +89,8 @@ class Checkpointer:
         self.workdir = Path(workdir).absolute()
         self.config = config
         self.stage = stage
-        self._latest = ocp.CheckpointManager(
-            self.workdir / "checkpoints",
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=asynchronous, create=True),
-            item_handlers=_handlers(),
-        )
-        self._best = ocp.CheckpointManager(
-            self.workdir / "best",
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=asynchronous, create=True),
-            item_handlers=_handlers(),
-        )
+        self._latest = _manager(self.workdir / "checkpoints", "latest", keep, asynchronous)
+        self._best = _manager(self.workdir / "best", "best", 1, asynchronous)
         self.best_loss = self._stored_best_loss()
 
     def _meta(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -184,10 +195,11 @@ def read_checkpoint_config(path: str | Path) -> tuple[Config, str, int]:
 
 
 def restore_train_state(path: str | Path, stage: str) -> tuple[Any, Any, Config]:
-    """Load a train state for inference or export: ``(state, setup, config)``.
+    """Load a train state for inference or export onto this process's first device: ``(state, setup, config)``.
 
     ``path`` is a run directory (newest checkpoint), its ``checkpoints`` or ``best``
-    folder, or one step's folder. The config comes from the checkpoint itself.
+    folder, or one step's folder. The config comes from the checkpoint itself. The
+    checkpoint may come from any number of devices and processes.
     """
     from gptsovits_jax.train.gpt_step import create_gpt_state
     from gptsovits_jax.train.sovits_step import create_sovits_state
@@ -202,13 +214,15 @@ def restore_train_state(path: str | Path, stage: str) -> tuple[Any, Any, Config]
         state, built["setup"] = create(config)
         return state
 
-    # Shapes only: no parameter is initialised or compiled just to be overwritten.
-    fresh = jax.eval_shape(abstract_state)
+    # Shapes only: no parameter is initialised or compiled just to be overwritten. Without a
+    # sharding, orbax would restore onto the devices that saved, which may not exist here.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    fresh = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), jax.eval_shape(abstract_state))
     setup = built["setup"]
     folder, _ = _checkpoint_dir(path)
     manager = ocp.CheckpointManager(folder, item_handlers=_handlers(), options=ocp.CheckpointManagerOptions(read_only=True))
     try:
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(fresh))))
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(fresh)))
     finally:
         manager.close()
     return restored["state"], setup, config

@@ -21,6 +21,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from gptsovits_jax.config import Config
@@ -77,7 +78,12 @@ class LoopResult:
 
 
 class _StopRequest:
-    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step boundary and returns."""
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step boundary and returns.
+
+    With several processes a signal may reach one of them only, or each at another
+    step; :meth:`agreed` makes every process stop at the same step, since a process
+    that saves or leaves while the others train would leave them waiting forever.
+    """
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -99,6 +105,17 @@ class _StopRequest:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+    def agreed(self) -> int | None:
+        """The signal any process has received (the same answer on every process), or None.
+
+        Every process must call this at every step: with several processes it is a
+        collective (an all-gather of one integer per process).
+        """
+        if jax.process_count() == 1:
+            return self.signum
+        received = multihost_utils.process_allgather(np.int32(self.signum or 0))
+        return int(np.max(received)) or None
 
 
 def split_keys(batch: dict[str, Any]) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -241,15 +258,19 @@ def run(
                             writer.audio(step, f"{loop.stage}/sample", wave, sample_rate)
                 if step % tc.checkpoint_every == 0 or step == end:
                     save()
-                if stop.signum is not None:
+                signum = stop.agreed()
+                if signum is not None:
                     interrupted = True
                     save(force=True)
                     if is_main:
-                        bar.write(f"stopped by {signal.Signals(stop.signum).name} at step {step}; checkpoint saved, resume with --resume")
+                        bar.write(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved, resume with --resume")
                     break
     except KeyboardInterrupt:
         interrupted = True
-        save(force=True)
+        # A second signal stops at once, wherever this process is: the other processes
+        # are not at a step boundary and could not join a save.
+        if jax.process_count() == 1:
+            save(force=True)
         raise
     finally:
         bar.close()

@@ -45,6 +45,7 @@ def initialize_distributed(parallel_cfg: Any) -> None:
         num_processes=parallel_cfg.num_processes,
         process_id=parallel_cfg.process_id,
     )
+    _distributed_initialized = True
     log.info(
         "process %d of %d, %d local / %d global devices",
         jax.process_index(),

@@ -24,13 +24,26 @@ log = logging.getLogger(__name__)
 STAGES = ("sovits", "gpt")
 
 
+def _local_copy(x: jax.Array) -> jax.Array:
+    """This process's copy of a replicated array, on one of its devices."""
+    if not x.sharding.is_fully_replicated:
+        raise ValueError(f"expected a replicated array, got sharding {x.sharding}")
+    return x.addressable_data(0)
+
+
 def sovits_sample_audio(setup, batch: dict[str, np.ndarray]):
-    """``state -> (waveform, sample_rate)``: the first utterance of ``batch`` resynthesised at full length."""
+    """``state -> (waveform, sample_rate)``: the first utterance of ``batch`` resynthesised at full length.
+
+    Runs on one device from this process's copy of the (replicated) parameters: a
+    computation over the global arrays would need every process to take part, and
+    only process 0 writes audio.
+    """
     first = {k: v[:1] for k, v in batch.items() if k in ("ssl", "spec", "spec_lens", "text", "text_lens")}
     synthesize = jax.jit(lambda params_g, quantizer: resynthesize(setup.synth, params_g, quantizer, first))
 
     def sample(state):
-        wave = np.asarray(jax.device_get(synthesize(state.params_g, state.quantizer)))[0]
+        params_g, quantizer = jax.tree.map(_local_copy, (state.params_g, state.quantizer))
+        wave = np.asarray(synthesize(params_g, quantizer))[0]
         valid = int(first["spec_lens"][0]) * setup.config.audio.hop_length
         return wave[:valid], setup.config.audio.sample_rate
 

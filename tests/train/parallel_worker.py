@@ -5,6 +5,14 @@ runtime are fixed when JAX starts::
 
     python parallel_worker.py devices OUT_DIR                     # 1 and 8 devices of one process
     python parallel_worker.py distributed OUT_DIR PORT PROCESS_ID # one of two processes (GPT stage)
+
+and the training entry itself (``run_training``, synthetic data, both stages into
+``OUT_DIR/gpt`` and ``OUT_DIR/sovits``; evaluations, regular and final saves coincide)::
+
+    python parallel_worker.py loop OUT_DIR whole                        # one process, all LOOP_STEPS
+    python parallel_worker.py loop OUT_DIR first PORT PROCESS_ID        # two processes, stop after FIRST_STEPS
+    python parallel_worker.py loop OUT_DIR resume PORT PROCESS_ID       # two processes, resume to LOOP_STEPS
+    python parallel_worker.py endless OUT_DIR PORT PROCESS_ID           # two processes, GPT until a signal
 """
 
 import json
@@ -20,13 +28,32 @@ from gptsovits_jax.config import load_config
 from gptsovits_jax.optim import param_path
 from gptsovits_jax.train.loop import split_keys
 from gptsovits_jax.train.parallel import global_batch_from_local, initialize_distributed, make_mesh, process_rows
-from gptsovits_jax.train.stages import build_stage
+from gptsovits_jax.train.stages import build_stage, run_training
 from gptsovits_jax.train.synthetic import synthetic_gpt_batch, synthetic_sovits_batch
-from tests.conftest import SMALL_SOVITS
+from tests.conftest import SMALL_GPT, SMALL_SOVITS
 
 REPO = Path(__file__).resolve().parents[2]
 GLOBAL_BATCH = 8
 STEPS = 3
+LOOP_STEPS = 6
+FIRST_STEPS = 4
+# Every second step evaluates (and may save into best/) and saves into checkpoints/; the last
+# step of each run is also the final save.
+LOOP = [
+    *SMALL_SOVITS,
+    *SMALL_GPT,
+    f"sovits_train.steps={LOOP_STEPS}",
+    "sovits_train.log_every=1",
+    "sovits_train.eval_every=2",
+    "sovits_train.checkpoint_every=2",
+    "sovits_train.optim_g.schedule.warmup_steps=1",
+    "sovits_train.optim_d.schedule.warmup_steps=1",
+    f"gpt_train.steps={LOOP_STEPS}",
+    "gpt_train.log_every=1",
+    "gpt_train.eval_every=2",
+    "gpt_train.checkpoint_every=2",
+    "gpt_train.optim.schedule.warmup_steps=1",
+]
 
 
 def stage_config(stage: str, extra: list[str]):
@@ -56,8 +83,32 @@ def run(stage: str, config, out: Path) -> None:
         (out / f"{stage}_losses.json").write_text(json.dumps(losses))
 
 
+def two_processes(port: str, pid: str) -> list[str]:
+    return [
+        "parallel.distributed=true",
+        f"parallel.coordinator_address=127.0.0.1:{port}",
+        "parallel.num_processes=2",
+        f"parallel.process_id={pid}",
+    ]
+
+
+def loop(out: Path, phase: str, extra: list[str]) -> None:
+    config = load_config(REPO / "configs/tiny.yaml", [*LOOP, *extra])
+    for stage in ("gpt", "sovits"):
+        stop_after = FIRST_STEPS if phase == "first" else None
+        run_training(stage, config, out / stage, resume=phase == "resume", synthetic=True, progress=False, stop_after=stop_after)
+
+
 def main() -> None:
     mode, out = sys.argv[1], Path(sys.argv[2])
+    if mode == "loop":
+        phase = sys.argv[3]
+        loop(out, phase, [] if phase == "whole" else two_processes(*sys.argv[4:6]))
+        return
+    if mode == "endless":
+        config = load_config(REPO / "configs/tiny.yaml", [*LOOP, "gpt_train.steps=100000", *two_processes(*sys.argv[3:5])])
+        run_training("gpt", config, out, synthetic=True, progress=False)
+        return
     if mode == "devices":
         for stage in ("gpt", "sovits"):
             for n in (1, 8):
@@ -66,15 +117,7 @@ def main() -> None:
                 run(stage, stage_config(stage, [f"parallel.num_devices={n}"]), target)
     elif mode == "distributed":
         port, pid = sys.argv[3], int(sys.argv[4])
-        config = stage_config(
-            "gpt",
-            [
-                "parallel.distributed=true",
-                f"parallel.coordinator_address=127.0.0.1:{port}",
-                "parallel.num_processes=2",
-                f"parallel.process_id={pid}",
-            ],
-        )
+        config = stage_config("gpt", two_processes(port, pid))
         initialize_distributed(config.parallel)
         assert jax.process_count() == 2 and jax.device_count() == 2, (jax.process_count(), jax.devices())
         out.mkdir(parents=True, exist_ok=True)
