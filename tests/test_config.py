@@ -77,6 +77,7 @@ def test_overrides_apply_with_yaml_types(repo_root):
         ("sovits_train.optim_g.groups=[{name: a, pattern: '', frozen: true, unfreeze_step: 3}]", "frozen group never unfreezes"),
         ("gpt_train.optim.b1=1.5", "gpt_train.optim.b1"),
         ("sovits_train.log_every=true", "sovits_train.log_every: expected an integer"),
+        ("ssl.extractor=hubert", "ssl.hubert_path: must name a local Hugging Face copy of chinese-hubert-base"),
     ],
 )
 def test_bad_values_fail_naming_the_key(repo_root, override, message):

@@ -168,11 +168,9 @@ def config_from_dict(raw: Mapping[str, Any], source: str = CONFIG_NAME) -> Huber
     return cfg
 
 
-def read_config(directory: str | os.PathLike) -> HubertConfig:
-    """The validated :class:`HubertConfig` of ``directory/config.json``; errors name the path."""
-    path = Path(directory) / CONFIG_NAME
-    if not Path(directory).is_dir():
-        raise FileNotFoundError(f"{directory}: HuBERT directory does not exist (ssl.hubert_path)")
+def read_config_file(path: str | os.PathLike) -> HubertConfig:
+    """The validated :class:`HubertConfig` of a ``config.json`` file; errors name the path."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; a Hugging Face HuBERT directory holds config.json and its weights")
     try:
@@ -182,6 +180,13 @@ def read_config(directory: str | os.PathLike) -> HubertConfig:
     if not isinstance(raw, dict):
         raise HubertConfigError(f"{path}: expected a JSON object")
     return config_from_dict(raw, str(path))
+
+
+def read_config(directory: str | os.PathLike) -> HubertConfig:
+    """The validated :class:`HubertConfig` of ``directory/config.json``; errors name the path."""
+    if not Path(directory).is_dir():
+        raise FileNotFoundError(f"{directory}: HuBERT directory does not exist (ssl.hubert_path)")
+    return read_config_file(Path(directory) / CONFIG_NAME)
 
 
 # --------------------------------------------------------------------------- modules
