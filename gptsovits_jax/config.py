@@ -648,6 +648,12 @@ def validate(config: Config) -> None:
         f"unknown extractor {config.ssl.extractor!r}; choose spectral or hubert",
     )
     _positive(config.ssl, "ssl", ("dim",))
+    _check(
+        config.ssl.extractor != "hubert" or bool(config.ssl.hubert_path),
+        "ssl.hubert_path",
+        "must name a local Hugging Face copy of chinese-hubert-base (config.json and model.safetensors or pytorch_model.bin) "
+        "when ssl.extractor is hubert",
+    )
 
     g = config.gpt
     _positive(g, "gpt", ("vocab_size", "phoneme_vocab_size", "hidden_dim", "num_heads", "num_layers", "ffn_dim", "bert_dim"))

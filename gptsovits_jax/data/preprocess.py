@@ -27,8 +27,14 @@ relative error 4.88e-4, log-mel error at most 4.4e-4 and 7e-5 on average (0.003 
 ``c_mel = 45`` weight), SSL features' largest absolute error 2e-3 (relative 4.88e-4).
 
 Resuming: an utterance whose ``.npz`` exists and whose stored features fingerprint (audio and
-SSL config, feature code, storage dtypes, library versions) and source file (path, size,
-mtime) match is not recomputed. A changed fingerprint recomputes everything. Text is cheap
+SSL config, the SSL extractor's identity, feature code, storage dtypes, library versions) and
+source file (path, size, mtime) match is not recomputed. A changed fingerprint recomputes
+everything, so features of two extractors or two sets of HuBERT weights never share a cache;
+``index.json`` records the identity under ``fingerprint_inputs.features.extractor``.
+
+Extraction: the weight-free spectral extractor runs in ``num_workers`` processes; a JAX model
+(``ssl.extractor: hubert``) runs in this process on JAX's default device, 16 utterances at a time
+(files ordered by size, so similar lengths share compiled buckets), ``num_workers`` unused. Text is cheap
 and re-read on every run: phonemes, the phoneme filters and the split are always current.
 Run one ``preprocess`` per cache directory at a time.
 
@@ -176,6 +182,8 @@ def features_fingerprint_inputs(audio_cfg: AudioConfig, ssl_cfg: SSLConfig) -> d
 
     The code entry hashes the source of the functions that compute the stored arrays (loading,
     resampling, loudness mix, spectrogram, the SSL module), so editing any of them recomputes.
+    The extractor entry is the extractor's ``identity``: for HuBERT a fingerprint of the weight file
+    and config and of the model code, so features of different weights never share a cache.
     """
     code = _source_digest(
         [
@@ -188,6 +196,8 @@ def features_fingerprint_inputs(audio_cfg: AudioConfig, ssl_cfg: SSLConfig) -> d
             audio._analysis_window,
             audio._frame_starts,
             ssl_features,
+            _prepare,
+            _with_content,
             compute_features,
         ]
     )
@@ -198,6 +208,7 @@ def features_fingerprint_inputs(audio_cfg: AudioConfig, ssl_cfg: SSLConfig) -> d
         "format": CACHE_FORMAT,
         "audio": to_dict(audio_cfg),
         "ssl": to_dict(ssl_cfg),
+        "extractor": _extractor(ssl_cfg).identity,
         "storage": STORAGE_DTYPES,
         "constants": constants,
         "code": code,
@@ -229,6 +240,37 @@ def _extractor(ssl_cfg: SSLConfig) -> ssl_features.SSLExtractor:
     return _EXTRACTORS[ssl_cfg]
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """One utterance before SSL features: stored audio and spectrogram, the SSL model's input."""
+
+    name: str
+    wav: np.ndarray  # [T * hop] float32 training waveform
+    spec: np.ndarray  # [T, F]
+    ssl_input: np.ndarray  # [N16] float32 at ssl_sample_rate
+
+
+def _prepare(wav_path: Path, audio_cfg: AudioConfig) -> _Prepared:
+    """Load, loudness-mix and analyse one file; raises ``AudioError``/``ValueError`` naming it."""
+    name = str(wav_path)
+    wave = audio.load_audio(wav_path, audio_cfg.sample_rate)
+    train_wave = audio.training_waveform(wave, name)
+    n_frames = audio.num_frames(train_wave.shape[0], audio_cfg)
+    if n_frames == 0:
+        raise audio.AudioError(f"{name}: shorter than one {audio_cfg.hop_length}-sample frame")
+    spec = audio.linear_spectrogram_np(train_wave, audio_cfg)
+    return _Prepared(name, train_wave[: n_frames * audio_cfg.hop_length], spec, audio.ssl_input_waveform(wave, audio_cfg, name))
+
+
+def _with_content(prepared: _Prepared, content: np.ndarray, ssl_cfg: SSLConfig) -> dict[str, np.ndarray]:
+    """The three stored arrays, the SSL features aligned to the spectrogram's ``T`` frames."""
+    n_frames = prepared.spec.shape[0]
+    content = ssl_features.align_frames(content, n_frames)
+    if content.shape != (n_frames, ssl_cfg.dim):
+        raise ValueError(f"{prepared.name}: SSL extractor returned shape {content.shape}, expected ({n_frames}, {ssl_cfg.dim})")
+    return {"wav": prepared.wav, "spec": prepared.spec, "ssl": content}
+
+
 def compute_features(wav_path: Path, audio_cfg: AudioConfig, ssl_cfg: SSLConfig) -> dict[str, np.ndarray]:
     """Upstream's stage-2 inputs of one audio file, float32.
 
@@ -238,19 +280,8 @@ def compute_features(wav_path: Path, audio_cfg: AudioConfig, ssl_cfg: SSLConfig)
     last-frame-replicated to ``T``), with ``T = floor(N / hop)`` frames of the ``N``-sample audio.
     Raises ``AudioError``/``ValueError`` naming the file for unusable audio.
     """
-    name = str(wav_path)
-    wave = audio.load_audio(wav_path, audio_cfg.sample_rate)
-    train_wave = audio.training_waveform(wave, name)
-    n_frames = audio.num_frames(train_wave.shape[0], audio_cfg)
-    if n_frames == 0:
-        raise audio.AudioError(f"{name}: shorter than one {audio_cfg.hop_length}-sample frame")
-    spec = audio.linear_spectrogram_np(train_wave, audio_cfg)
-    extractor = _extractor(ssl_cfg)
-    content = extractor.extract(audio.ssl_input_waveform(wave, audio_cfg, name))
-    content = ssl_features.align_frames(content, n_frames)
-    if content.shape != (n_frames, ssl_cfg.dim):
-        raise ValueError(f"{name}: SSL extractor returned shape {content.shape}, expected ({n_frames}, {ssl_cfg.dim})")
-    return {"wav": train_wave[: n_frames * audio_cfg.hop_length], "spec": spec, "ssl": content}
+    prepared = _prepare(wav_path, audio_cfg)
+    return _with_content(prepared, _extractor(ssl_cfg).extract(prepared.ssl_input), ssl_cfg)
 
 
 @dataclass(frozen=True)
@@ -269,18 +300,44 @@ class _Result:
     error: str | None = None
 
 
+def _failure(job: _Job, error: Exception) -> _Result:
+    return _Result(job.key, error=f"feature extraction failed: {type(error).__name__}: {error}")
+
+
+def _store(job: _Job, arrays: dict[str, np.ndarray], audio_cfg: AudioConfig) -> _Result:
+    """Write one utterance's arrays and meta record to its ``.npz``."""
+    frames = arrays["spec"].shape[0]
+    duration = frames * audio_cfg.hop_length / audio_cfg.sample_rate
+    meta = {**job.meta, "frames": frames, "duration": duration}
+    stored = {name: arrays[name].astype(STORAGE_DTYPES[name]) for name in ("wav", "spec", "ssl")}
+    _atomic_savez(job.out_path, {**stored, "meta": np.array(json.dumps(meta, sort_keys=True))})
+    return _Result(job.key, frames=frames, duration=duration)
+
+
 def _run_job(job: _Job, audio_cfg: AudioConfig, ssl_cfg: SSLConfig) -> _Result:
     """Compute and store one utterance; any failure becomes a rejection reason, never an exception."""
     try:
-        arrays = compute_features(job.wav_path, audio_cfg, ssl_cfg)
-        frames = arrays["spec"].shape[0]
-        duration = frames * audio_cfg.hop_length / audio_cfg.sample_rate
-        meta = {**job.meta, "frames": frames, "duration": duration}
-        stored = {name: arrays[name].astype(STORAGE_DTYPES[name]) for name in ("wav", "spec", "ssl")}
-        _atomic_savez(job.out_path, {**stored, "meta": np.array(json.dumps(meta, sort_keys=True))})
-        return _Result(job.key, frames=frames, duration=duration)
+        return _store(job, compute_features(job.wav_path, audio_cfg, ssl_cfg), audio_cfg)
     except Exception as error:  # every utterance-level failure is a rejection with its reason
-        return _Result(job.key, error=f"feature extraction failed: {type(error).__name__}: {error}")
+        return _failure(job, error)
+
+
+def _run_batch(jobs: Sequence[_Job], audio_cfg: AudioConfig, ssl_cfg: SSLConfig) -> list[_Result]:
+    """:func:`_run_job` for several utterances, their SSL features computed in one ``extract_batch`` call."""
+    results, prepared = [], {}
+    for job in jobs:
+        try:
+            prepared[job.key] = _prepare(job.wav_path, audio_cfg)
+        except Exception as error:  # an unusable file is that utterance's rejection
+            results.append(_failure(job, error))
+    ready = [job for job in jobs if job.key in prepared]
+    contents = _extractor(ssl_cfg).extract_batch([prepared[job.key].ssl_input for job in ready])
+    for job, content in zip(ready, contents):
+        try:
+            results.append(_store(job, _with_content(prepared[job.key], content, ssl_cfg), audio_cfg))
+        except Exception as error:
+            results.append(_failure(job, error))
+    return results
 
 
 # --------------------------------------------------------------------------- bookkeeping
@@ -348,10 +405,23 @@ class PreprocessSummary:
 # --------------------------------------------------------------------------- the run
 
 
+BATCH_UTTERANCES = 16
+"""Utterances loaded per ``extract_batch`` call of a batching (JAX) extractor."""
+
+
 def _compute_all(jobs: list[_Job], config: Config, num_workers: int, progress: bool) -> list[_Result]:
     bar = tqdm(total=len(jobs), desc="features", unit="utt", disable=not progress, file=sys.stderr)
     results = []
     with bar:
+        if hasattr(_extractor(config.ssl), "extract_batch"):
+            # A JAX model runs in this process on whatever device JAX has; worker processes would
+            # each load the weights and compile. Similar file sizes side by side share length buckets.
+            ordered = sorted(jobs, key=lambda job: job.meta["source"]["size"])
+            for start in range(0, len(ordered), BATCH_UTTERANCES):
+                chunk = ordered[start : start + BATCH_UTTERANCES]
+                results.extend(_run_batch(chunk, config.audio, config.ssl))
+                bar.update(len(chunk))
+            return results
         if num_workers <= 1 or len(jobs) <= 1:
             for job in jobs:
                 results.append(_run_job(job, config.audio, config.ssl))
@@ -480,7 +550,8 @@ def preprocess(
 
     Raises:
       ManifestError: no line of the manifest is usable (the report names every problem).
-      HubertUnavailableError: ``ssl.extractor`` names an extractor that cannot be built.
+      FileNotFoundError, HubertConfigError, HubertWeightsError: ``ssl.extractor: hubert`` cannot be
+        built from ``ssl.hubert_path`` (raised before any utterance is processed).
     """
     from gptsovits_jax.text.frontend import text_to_phonemes
     from gptsovits_jax.text.symbols import symbols_to_ids

@@ -1,16 +1,19 @@
-"""Content features at 50 Hz from 16 kHz audio: the interface and its weight-free default.
+"""Content features at 50 Hz from 16 kHz audio: the interface, its weight-free default and HuBERT.
 
 Upstream feeds chinese-hubert-base (768-d, one frame per 320 samples at 16 kHz) and quantises
 its output into the semantic tokens. Here an :class:`SSLExtractor` maps a 16 kHz waveform
-``[N]`` to features ``[floor(N / 320), dim]``.
+``[N]`` to features ``[T, dim]`` with ``T`` = ``floor(N / 320)`` (spectral) or
+``(N - 400) // 320 + 1`` (HuBERT: ``floor(N / 320)`` or one fewer).
 
 Frame alignment: 320 samples at 16 kHz span the same 20 ms as one 640-sample hop at 32 kHz, so
 an utterance of ``N32`` samples has ``floor(N32 / 640)`` spectrogram frames and, after
 resampling to ``N16 = ceil(N32 / 2)`` samples, ``floor(N16 / 320)`` feature frames: the same
-count, or one more when ``N32 mod 640 = 639``. :func:`align_frames` trims or replicates the last
-frame (upstream pads HuBERT's one-frame shortfall the same way). The spectral extractor centres
-frame ``t`` on 16 kHz sample ``320 t + 160``, i.e. 20 t + 10 ms, exactly where spectrogram frame
-``t`` is centred.
+count, or one more when ``N32 mod 640 = 639``. HuBERT gives that count or one fewer, so always
+the spectrogram's count or one fewer. :func:`align_frames` trims or replicates the last frame
+(upstream's stage-2 dataset pads HuBERT's one-frame shortfall the same way). The spectral
+extractor centres frame ``t`` on 16 kHz sample ``320 t + 160``, i.e. 20 t + 10 ms, exactly where
+spectrogram frame ``t`` is centred; HuBERT frame ``t`` reads samples ``[320 t, 320 t + 400)``,
+centred 2.5 ms later, as in upstream.
 
 Extractors:
 
@@ -18,13 +21,16 @@ Extractors:
   learned SSL model: it is a spectral envelope representation carrying both content and speaker
   (pitch harmonics, timbre), so semantic tokens quantised from it carry less linguistic
   abstraction and more speaker detail than HuBERT's.
-* ``"hubert"`` (:class:`HubertExtractor`): placeholder for a port of chinese-hubert-base with
-  weights read from a local path; not available yet (it raises, and never downloads anything).
+* ``"hubert"`` (:class:`HubertExtractor`): chinese-hubert-base, upstream's SSL model, run in JAX
+  (:mod:`gptsovits_jax.models.hubert`) from a local Hugging Face directory (``ssl.hubert_path``,
+  holding ``config.json`` and ``model.safetensors`` or ``pytorch_model.bin``; never downloaded).
+  It gives upstream's frame count, ``(N - 400) // 320 + 1``: ``floor(N / 320)`` or one fewer.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -51,18 +57,19 @@ PROJECTION_SEED = 20240801
 SPECTRAL_FEATURES = 3 * N_MELS  # log-mel, delta, delta-delta
 
 
-class HubertUnavailableError(NotImplementedError):
-    """The chinese-hubert-base port is not available yet."""
-
-
 @runtime_checkable
 class SSLExtractor(Protocol):
-    """Maps a 16 kHz waveform ``[N]`` to 50 Hz content features float32 ``[floor(N / 320), dim]``."""
+    """Maps a 16 kHz waveform ``[N]`` to 50 Hz content features float32 ``[T, dim]``, ``T`` within one of ``floor(N / 320)``.
+
+    ``identity`` is a JSON-able record of what makes the features (extractor name, weights
+    fingerprint...): caches store it and recompute when it changes.
+    """
 
     dim: int
+    identity: dict
 
     def extract(self, wave_16k: np.ndarray) -> np.ndarray:
-        """Features ``[floor(N / 320), dim]`` of ``wave_16k [N]`` (samples at 16 kHz)."""
+        """Features ``[T, dim]`` of ``wave_16k [N]`` (samples at 16 kHz)."""
         ...
 
 
@@ -85,6 +92,16 @@ def align_frames(features: np.ndarray, n_frames: int, max_mismatch: int = 1) -> 
     if n_have == 0:
         raise ValueError(f"align_frames: no SSL frame to repeat to reach {n_frames} frames")
     return np.concatenate([features, np.repeat(features[-1:], n_frames - n_have, axis=0)], axis=0)
+
+
+def _checked_wave(wave_16k: np.ndarray, what: str, dtype: type = np.float32) -> np.ndarray:
+    """``wave_16k`` as ``dtype`` ``[N]``; ``ValueError`` for another rank or non-finite samples."""
+    wave = np.asarray(wave_16k, dtype=dtype)
+    if wave.ndim != 1:
+        raise ValueError(f"{what}: expected a 1-D 16 kHz waveform [N], got shape {wave.shape}")
+    if not np.isfinite(wave).all():
+        raise ValueError(f"{what}: the waveform holds non-finite samples")
+    return wave
 
 
 # --------------------------------------------------------------------------- spectral extractor
@@ -149,11 +166,7 @@ def spectral_features(wave_16k: np.ndarray) -> np.ndarray:
     over the utterance. The floor is relative and the normalisation removes the mean, so the
     features do not depend on the input gain.
     """
-    wave = np.asarray(wave_16k, dtype=np.float64)
-    if wave.ndim != 1:
-        raise ValueError(f"spectral features: expected a 1-D 16 kHz waveform [N], got shape {wave.shape}")
-    if not np.isfinite(wave).all():
-        raise ValueError("spectral features: the waveform holds non-finite samples")
+    wave = _checked_wave(wave_16k, "spectral features", np.float64)
     n_frames = num_ssl_frames(wave.shape[0])
     if n_frames == 0:
         return np.zeros((0, SPECTRAL_FEATURES))
@@ -178,6 +191,7 @@ class SpectralExtractor:
 
     def __init__(self, dim: int):
         self.dim = dim
+        self.identity = {"extractor": "spectral"}
         self._projection = projection_matrix(dim)
 
     def extract(self, wave_16k: np.ndarray) -> np.ndarray:
@@ -188,24 +202,85 @@ class SpectralExtractor:
 # --------------------------------------------------------------------------- hubert
 
 
-class HubertExtractor:
-    """chinese-hubert-base (768-d) read from a local directory; the JAX port is not available yet.
+def bucket_samples(n_samples: int, minimum: int = SAMPLE_RATE) -> int:
+    """The padded input length that ``n_samples`` share a compiled HuBERT with: at least ``minimum``.
 
-    Constructing one raises :class:`HubertUnavailableError` saying where the weights would be
-    read from. Nothing is ever downloaded.
+    Four lengths per octave (``m * 2^e`` with ``m`` in 4..7), so padding costs under 25 % and
+    utterances of 1 to 54 s need at most 24 compilations.
+    """
+    if n_samples <= minimum:
+        return minimum
+    step = 1 << max(n_samples.bit_length() - 3, 0)
+    return -(-n_samples // step) * step
+
+
+class HubertExtractor:
+    """chinese-hubert-base's ``last_hidden_state`` from a local Hugging Face directory, in JAX.
+
+    ``extract(wave_16k [N]) -> float32 [(N - 400) // 320 + 1, 768]`` (no frame for ``N < 400``) for
+    chinese-hubert-base's config: upstream's frame count, one short of ``N // 320`` when
+    ``N mod 320 < 80``, which :func:`align_frames` repairs as upstream does. The input is upstream's
+    (``audio.ssl_input_waveform``: its 1145.14 loudness mix resampled to 16 kHz), passed to the model
+    as is, like upstream's ``2-get-hubert-wav32k.py`` (no ``Wav2Vec2FeatureExtractor`` normalisation).
+
+    Inputs are zero-padded to :func:`bucket_samples` lengths and run with their true length, which
+    the model honours exactly (see :mod:`gptsovits_jax.models.hubert`), so each bucket compiles
+    once. :meth:`extract_batch` runs several utterances per call.
+
+    ``identity`` names the extractor, a fingerprint of the weights and config, and the model code:
+    preprocessing stores it so features of other weights are never mixed in one cache.
+    Nothing is ever downloaded.
     """
 
-    dim = HUBERT_DIM
+    def __init__(self, path: str | Path | None, dim: int = HUBERT_DIM, max_batch_samples: int = 16 * SAMPLE_RATE):
+        import inspect
 
-    def __init__(self, path: str | Path | None):
+        import jax
+
+        from gptsovits_jax.models import hubert
+
         if path is None:
-            where = "ssl.hubert_path is not set; it would name a local copy of TencentGameMate/chinese-hubert-base"
-        else:
-            state = "exists" if Path(path).exists() else "does not exist"
-            where = f"its weights would be read from {str(path)!r} (config.json and pytorch_model.bin; that path {state})"
-        raise HubertUnavailableError(
-            f"The chinese-hubert-base port is not available yet: {where}. Nothing is downloaded. Use ssl.extractor: spectral for now."
-        )
+            raise ValueError("ssl.hubert_path is not set; name a local Hugging Face copy of TencentGameMate/chinese-hubert-base")
+        self.path = Path(path)
+        self.module, params = hubert.load_hubert(self.path, expected_dim=dim)
+        self.config = self.module.config
+        self.dim = dim
+        self.max_batch_samples = max_batch_samples
+        self._params = jax.device_put(params)
+        self._apply = jax.jit(lambda params, wave, lengths: self.module.apply({"params": params}, wave, lengths))
+        code = hashlib.sha256(inspect.getsource(hubert).encode()).hexdigest()[:16]
+        self.identity = {"extractor": "hubert", "weights": hubert.weights_fingerprint(self.path), "code": code}
+
+    def num_frames(self, n_samples: int) -> int:
+        """Frames for ``n_samples`` at 16 kHz: ``(N - 400) // 320 + 1``, or 0 below 400 samples."""
+        return self.config.num_frames(n_samples)
+
+    def extract(self, wave_16k: np.ndarray) -> np.ndarray:
+        """Features ``[num_frames(N), dim]`` of ``wave_16k [N]`` (samples at 16 kHz)."""
+        return self.extract_batch([wave_16k])[0]
+
+    def extract_batch(self, waves_16k: list[np.ndarray]) -> list[np.ndarray]:
+        """:meth:`extract` of each wave, run in batches of one bucket length (at most ``max_batch_samples`` padded samples each)."""
+        waves = [_checked_wave(wave, "HuBERT") for wave in waves_16k]
+        out: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * len(waves)
+        by_bucket: dict[int, list[int]] = {}
+        for i, wave in enumerate(waves):
+            if self.num_frames(wave.shape[0]) > 0:
+                by_bucket.setdefault(bucket_samples(wave.shape[0]), []).append(i)
+        for length, items in sorted(by_bucket.items()):
+            # A power-of-two batch per bucket: one compilation per (length, batch) pair.
+            batch = 1 << max((self.max_batch_samples // length).bit_length() - 1, 0)
+            for start in range(0, len(items), batch):
+                chunk = items[start : start + batch]
+                padded = np.zeros((batch, length), np.float32)
+                lengths = np.full((batch,), length, np.int32)
+                for row, i in enumerate(chunk):
+                    padded[row, : waves[i].shape[0]] = waves[i]
+                    lengths[row] = waves[i].shape[0]
+                hidden = np.asarray(self._apply(self._params, padded, lengths))
+                for row, i in enumerate(chunk):
+                    out[i] = hidden[row, : self.num_frames(waves[i].shape[0])].astype(np.float32)
+        return out
 
 
 def make_ssl_extractor(cfg: SSLConfig) -> SSLExtractor:
@@ -213,5 +288,5 @@ def make_ssl_extractor(cfg: SSLConfig) -> SSLExtractor:
     if cfg.extractor == "spectral":
         return SpectralExtractor(cfg.dim)
     if cfg.extractor == "hubert":
-        return HubertExtractor(cfg.hubert_path)
+        return HubertExtractor(cfg.hubert_path, cfg.dim)
     raise ValueError(f"ssl.extractor: unknown extractor {cfg.extractor!r}; choose spectral or hubert")

@@ -10,11 +10,15 @@ import numpy as np
 import pytest
 
 from gptsovits_jax import audio
+from gptsovits_jax.config import SSLConfig
 from gptsovits_jax.data import preprocess
 from gptsovits_jax.data.manifest import ManifestError
+from gptsovits_jax.models import hubert
 from gptsovits_jax.text.frontend import text_to_ids
 
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
+TINY_HUBERT = Path(__file__).resolve().parents[1] / "fixtures" / "hf" / "tiny-hubert-safetensors"
+TINY_HUBERT_BIN = TINY_HUBERT.with_name("tiny-hubert-bin")
 # The first nine English lines (three speakers) and two Mandarin ones.
 SUBSET = (*range(9), 90, 91)
 
@@ -180,6 +184,33 @@ def test_changed_features_fingerprint_recomputes_everything_identically(built, c
         for name, array in preprocess.load_utterance(copy, key).items():
             np.testing.assert_array_equal(array, preprocess.load_utterance(cache, key)[name])
     assert preprocess.load_index(copy)["fingerprint"] == preprocess.load_index(cache)["fingerprint"]
+
+
+def test_hubert_features_are_cached_with_the_weights_that_made_them(tiny_config, tmp_path, caplog):
+    """ssl.extractor: hubert stores aligned HuBERT features; other weights or another extractor recompute every utterance."""
+    path = demo_subset(tmp_path / "corpus", SUBSET[:3])
+    base = with_data(tiny_config, eval_utterances=1)
+    config = dataclasses.replace(base, ssl=SSLConfig(extractor="hubert", dim=32, hubert_path=str(TINY_HUBERT)))
+    cache = tmp_path / "cache"
+    first = preprocess.preprocess(config, list_path=path, cache_dir=cache, num_workers=2, progress=False)
+    assert (first.computed, first.kept) == (3, 3)
+    index = preprocess.load_index(cache)
+    identity = index["fingerprint_inputs"]["features"]["extractor"]
+    assert identity["extractor"] == "hubert" and identity["weights"] == hubert.weights_fingerprint(TINY_HUBERT)
+    for u in index["utterances"]:
+        stored = preprocess.load_utterance(cache, u["key"])
+        alone = preprocess.compute_features(Path(u["wav_path"]), config.audio, config.ssl)["ssl"]
+        assert stored["ssl"].shape == alone.shape == (u["frames"], 32) == (stored["spec"].shape[0], 32)
+        np.testing.assert_allclose(stored["ssl"].astype(np.float32), alone, rtol=1e-3, atol=1e-3 * np.abs(alone).max())
+
+    other_weights = dataclasses.replace(config, ssl=dataclasses.replace(config.ssl, hubert_path=str(TINY_HUBERT_BIN)))
+    with caplog.at_level(logging.WARNING, logger="gptsovits_jax.data.preprocess"):
+        again = preprocess.preprocess(other_weights, list_path=path, cache_dir=cache, num_workers=1, progress=False)
+    assert "features fingerprint changed (extractor, ssl)" in caplog.text
+    assert (again.computed, again.reused) == (3, 0)
+    spectral = dataclasses.replace(config, ssl=SSLConfig(extractor="spectral", dim=32))
+    assert preprocess.preprocess(spectral, list_path=path, cache_dir=cache, num_workers=1, progress=False).computed == 3
+    assert preprocess.load_index(cache)["fingerprint_inputs"]["features"]["extractor"] == {"extractor": "spectral"}
 
 
 def test_a_replaced_audio_file_is_recomputed(corpus, tiny_config, tmp_path):
