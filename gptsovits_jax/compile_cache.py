@@ -11,6 +11,7 @@ several configs and machines; deleting it is always safe.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
@@ -26,24 +27,27 @@ def default_compile_cache_dir() -> Path:
     return Path(base) / "gptsovits-jax" / "xla"
 
 
+def _set(env: str, flag: str, value: object) -> None:
+    """Set JAX option ``flag``: through its environment variable if jax is not imported yet (no start-up cost), else directly."""
+    os.environ[env] = str(value)
+    if "jax" in sys.modules:
+        sys.modules["jax"].config.update(flag, value)
+
+
 def enable_compile_cache(directory: str | os.PathLike | None = None) -> Path:
     """Point JAX's persistent compilation cache at ``directory`` (default :func:`default_compile_cache_dir`).
 
     Call before the first compile of the process. Returns the directory (created if missing). A minimum
     compile time already set by ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` is kept.
     """
-    import jax
-
     path = Path(directory) if directory is not None else default_compile_cache_dir()
     path.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(path))
+    _set(CACHE_ENV, "jax_compilation_cache_dir", str(path))
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+        _set("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     return path
 
 
 def disable_compile_cache() -> None:
     """No persistent compilation cache for this process, whatever ``JAX_COMPILATION_CACHE_DIR`` says."""
-    import jax
-
-    jax.config.update("jax_enable_compilation_cache", False)
+    _set("JAX_ENABLE_COMPILATION_CACHE", "jax_enable_compilation_cache", False)
