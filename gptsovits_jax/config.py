@@ -228,7 +228,6 @@ class OptimConfig:
     clip_norm: float | None = None
     grad_accum_steps: int = 1
     skip_nonfinite: bool = True
-    max_consecutive_nonfinite: int = 1000
     plateau: PlateauConfig | None = None
 
 
@@ -377,12 +376,20 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported annotation {tp!r}")
 
 
+REMOVED_KEYS = {
+    "max_consecutive_nonfinite": "the stage's max_nonfinite_steps (sovits_train / gpt_train) is the one setting for how many "
+    "non-finite steps in a row stop a run; the optimizer never applies a non-finite update",
+}
+
+
 def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"{prefix}." if prefix else ""
+        if unknown[0] in REMOVED_KEYS:
+            raise ConfigError(f"{where}{unknown[0]} was removed: {REMOVED_KEYS[unknown[0]]}")
         raise ConfigError(f"unknown key {where}{unknown[0]} (known in {prefix or 'the top level'}: {', '.join(sorted(names))})")
     kwargs = {}
     for name, value in data.items():
@@ -576,7 +583,6 @@ def validate_optim(optim: OptimConfig, key: str) -> None:
     _check(optim.weight_decay >= 0, f"{key}.weight_decay", f"must be >= 0, got {optim.weight_decay}")
     _check(optim.clip_norm is None or optim.clip_norm > 0, f"{key}.clip_norm", f"must be > 0 or null, got {optim.clip_norm}")
     _check(optim.grad_accum_steps >= 1, f"{key}.grad_accum_steps", f"must be >= 1, got {optim.grad_accum_steps}")
-    _check(optim.max_consecutive_nonfinite >= 1, f"{key}.max_consecutive_nonfinite", "must be >= 1")
     if optim.plateau is not None:
         p = optim.plateau
         _check(0 < p.factor < 1, f"{key}.plateau.factor", f"must be in (0, 1), got {p.factor}")

@@ -278,7 +278,8 @@ def build_optimizer(
         clip_norm=optim_cfg.clip_norm,
         grad_accum_steps=optim_cfg.grad_accum_steps,
         skip_nonfinite=optim_cfg.skip_nonfinite,
-        max_consecutive_nonfinite=optim_cfg.max_consecutive_nonfinite,
+        # Never apply a non-finite update: the run's ``max_nonfinite_steps`` stops training instead.
+        max_consecutive_nonfinite=2**31 - 1,
         plateau=_plateau_from_config(optim_cfg.plateau),
         base_transform=base_transform,
     )

@@ -60,6 +60,10 @@ def test_overrides_apply_with_yaml_types(repo_root):
     [
         ("sovits_train.batchsize=2", "unknown key sovits_train.batchsize"),
         ("nonsense.key=1", "unknown key nonsense"),
+        (
+            "gpt_train.optim.max_consecutive_nonfinite=5",
+            "gpt_train.optim.max_consecutive_nonfinite was removed: the stage's max_nonfinite_steps",
+        ),
         ("sovits_train.batch_size=two", "sovits_train.batch_size: expected an integer"),
         ("sovits.upsample_rates=5", "sovits.upsample_rates: expected a list"),
         ("sovits_train.optim_g.schedule.peak_lr=-1e-4", "sovits_train.optim_g.schedule.peak_lr"),

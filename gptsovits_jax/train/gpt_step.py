@@ -21,7 +21,7 @@ import optax
 from gptsovits_jax.config import Config, optimizer_steps
 from gptsovits_jax.models.gpt import Text2SemanticDecoder, gpt_loss
 from gptsovits_jax.optim import Optimizer, build_optimizer, skipped_updates, update_count
-from gptsovits_jax.train.common import COMPUTE_DTYPES, init_key, lr_metrics
+from gptsovits_jax.train.common import COMPUTE_DTYPES, init_key, jit_step, lr_metrics
 
 
 @flax.struct.dataclass
@@ -144,11 +144,6 @@ def gpt_eval_step(setup: GPTSetup, state: GPTTrainState, batch: dict[str, jax.Ar
     return {"val/ce": loss, "val/top3": metrics["acc/top3"], "val/rows": jnp.sum(rows)}
 
 
-def jit_gpt_train_step(setup: GPTSetup, state_sharding: Any = None, batch_sharding: Any = None):
-    """``gpt_train_step`` compiled for ``setup`` with the state donated (sharded when shardings are given)."""
-    fn = functools.partial(gpt_train_step, setup)
-    if state_sharding is None:
-        return jax.jit(fn, donate_argnums=0)
-    return jax.jit(
-        fn, in_shardings=(state_sharding, batch_sharding, state_sharding), out_shardings=(state_sharding, state_sharding), donate_argnums=0
-    )
+def jit_gpt_train_step(setup: GPTSetup, state_sharding: Any = None, batch_sharding: Any = None, *, rng_from_state: bool = False):
+    """``gpt_train_step`` compiled for ``setup`` with the state donated (:func:`~gptsovits_jax.train.common.jit_step`)."""
+    return jit_step(functools.partial(gpt_train_step, setup), state_sharding, batch_sharding, rng_from_state=rng_from_state)

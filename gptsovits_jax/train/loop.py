@@ -1,14 +1,22 @@
 """The training loop shared by both stages: progress, logging, evaluation, checkpoints, resume, signals.
 
-The loop owns no model code: a stage gives it a jitted ``train_step(state, batch,
-rng) -> (state, metrics)``, an ``eval_step`` and the names of its main training
-and validation losses. Step ``s`` uses ``rng = fold_in(state.rng, s)`` and the
+The loop owns no model code: a stage gives it a jitted ``train_step(state, batch)
+-> (state, metrics)``, an ``eval_step`` and the names of its main training and
+validation losses. Step ``s`` draws ``fold_in(state.rng, s)`` inside the step and the
 data iterator's position is checkpointed with the state, so a resumed run
 reproduces the uninterrupted one exactly.
+
+The loop never waits for the devices between its *sync points* (log, evaluation and
+checkpoint steps): batches are put on the mesh ``prefetch`` steps ahead, each step is
+dispatched as soon as the previous one is, and the per-step main losses stay on the
+devices until the next sync point, where they are read together and any non-finite
+steps since the previous one are reported as a range (with their utterance keys).
+``guard_transfers`` makes any device-to-host transfer between sync points an error.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -26,6 +34,7 @@ from tqdm.auto import tqdm
 
 from gptsovits_jax.config import Config
 from gptsovits_jax.train.checkpoint import Checkpointer
+from gptsovits_jax.train.compile_stats import CompileStats
 from gptsovits_jax.train.metrics_log import MetricsWriter, format_line
 from gptsovits_jax.train.parallel import global_batch_from_local
 
@@ -46,13 +55,14 @@ class StageLoop:
       stage: ``"sovits"`` or ``"gpt"`` (checkpoints of the other stage are refused).
       train_cfg: the stage's loop config (``steps``, ``log_every``, ``eval_every``,
         ``checkpoint_every``, ``keep_checkpoints``).
-      train_step: jitted ``(state, batch, rng) -> (state, metrics)``.
+      train_step: jitted ``(state, batch) -> (state, metrics)`` (its key drawn inside from ``state``).
       eval_step: jitted ``(state, batch, rng) -> metrics`` or None.
       main_loss: the metric watched for non-finite values (``loss/g/total``, ``loss/ce``).
       eval_metric: the validation metric that selects the best checkpoint and drives
         reduce-on-plateau (``val/mel``, ``val/ce``).
       sample_audio: optional ``state -> (waveform [N], sample_rate)`` written to TensorBoard at eval.
-      max_nonfinite: consecutive non-finite steps tolerated before stopping.
+      max_nonfinite: consecutive non-finite steps tolerated before stopping (checked at sync points;
+        their updates are skipped by the optimizer meanwhile).
     """
 
     stage: str
@@ -150,6 +160,36 @@ def evaluate(loop: StageLoop, state: Any, eval_batches: Sequence[dict[str, Any]]
     return {name: total / max(weight_sum, 1.0) for name, total in totals.items()}
 
 
+class DeviceBatches:
+    """The host batches put on the mesh ``depth`` steps ahead of use.
+
+    ``next()`` returns ``(global batch, utterance keys, data position)`` where the position
+    is the host iterator's state just after that batch: the one a checkpoint taken after
+    the batch's step must store (the prefetched batches are not consumed yet).
+    """
+
+    def __init__(self, host_batches: Iterator[dict[str, Any]], mesh, depth: int = 2):
+        self.host_batches = host_batches
+        self.mesh = mesh
+        self.depth = max(1, depth)
+        self.queue: collections.deque = collections.deque()
+
+    def _fill(self) -> None:
+        while len(self.queue) < self.depth:
+            arrays, keys = split_keys(next(self.host_batches))
+            position = self.host_batches.get_state()
+            self.queue.append((global_batch_from_local(arrays, self.mesh), keys, position))
+
+    def __iter__(self) -> DeviceBatches:
+        return self
+
+    def __next__(self) -> tuple[dict[str, jax.Array], list[str], Any]:
+        self._fill()
+        item = self.queue.popleft()
+        self._fill()  # the next transfers start while this step runs
+        return item
+
+
 def run(
     loop: StageLoop,
     config: Config,
@@ -163,6 +203,9 @@ def run(
     progress: bool = True,
     stop_after: int | None = None,
     checkpoint_asynchronous: bool = True,
+    prefetch: int = 2,
+    guard_transfers: bool = False,
+    compile_stats: CompileStats | None = None,
 ) -> LoopResult:
     """Train ``state`` until ``train_cfg.steps`` (or ``stop_after`` more steps), checkpointing on the way.
 
@@ -178,10 +221,61 @@ def run(
       mesh: the device mesh (:func:`gptsovits_jax.train.parallel.make_mesh`).
       resume: continue from the newest checkpoint in ``workdir`` if there is one.
       stop_after: stop (with a checkpoint) after this many steps of this call.
+      prefetch: batches in flight to the devices ahead of the running step.
+      guard_transfers: raise on any device-to-host transfer (and implicit host-to-device
+        one) between sync points (tests and debugging).
+      compile_stats: an open :class:`CompileStats` whose counts go into ``metrics.jsonl``
+        (default: the compilations of this call).
     """
-    workdir = Path(workdir)
+    with contextlib.nullcontext(compile_stats) if compile_stats is not None else CompileStats() as compiles:
+        return _run(
+            loop,
+            config,
+            state,
+            train_batches,
+            eval_batches,
+            Path(workdir),
+            mesh,
+            compiles,
+            resume=resume,
+            progress=progress,
+            stop_after=stop_after,
+            checkpoint_asynchronous=checkpoint_asynchronous,
+            prefetch=prefetch,
+            guard_transfers=guard_transfers,
+        )
+
+
+def _no_transfers(enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.transfer_guard_device_to_host("disallow_explicit"))
+    stack.enter_context(jax.transfer_guard_host_to_device("disallow"))  # explicit device_put of batches stays allowed
+    return stack
+
+
+def _run(
+    loop: StageLoop,
+    config: Config,
+    state: Any,
+    train_batches: Iterator[dict[str, Any]],
+    eval_batches: Sequence[dict[str, Any]],
+    workdir: Path,
+    mesh,
+    compiles: CompileStats,
+    *,
+    resume: bool,
+    progress: bool,
+    stop_after: int | None,
+    checkpoint_asynchronous: bool,
+    prefetch: int,
+    guard_transfers: bool,
+) -> LoopResult:
     tc = loop.train_cfg
     is_main = jax.process_index() == 0
+    multi_process = jax.process_count() > 1
+    step_name = f"{loop.stage}_train_step"
     writer = MetricsWriter(workdir, enabled=is_main)
     checkpointer = Checkpointer(workdir, config, loop.stage, keep=tc.keep_checkpoints, asynchronous=checkpoint_asynchronous)
     resumed_from = None
@@ -200,48 +294,78 @@ def run(
     nonfinite_run = 0
     interrupted = False
     started, start_step = time.perf_counter(), step
+    data_position = train_batches.get_state()
+    window: list[tuple[int, jax.Array, list[str]]] = []  # (step, main loss on the device, keys) since the last sync
 
     def save(force: bool = False) -> None:
-        checkpointer.save(step, state, train_batches.get_state(), force=force)
+        checkpointer.save(step, state, data_position, force=force)
+
+    def check_window() -> None:
+        """Reads the main losses since the last sync point; stops the run after too many non-finite in a row."""
+        nonlocal nonfinite_run
+        values = [float(v) for v in jax.device_get([loss for _, loss, _ in window])]
+        steps = [(s, v, keys) for (s, _, keys), v in zip(window, values)]
+        window.clear()
+
+        def report(last: int, keys: list[str]) -> str:
+            first = last - nonfinite_run + 1  # the run may have begun before this window
+            where = f"step {first}" if first == last else f"steps {first}-{last}"
+            log.warning(
+                "%s: %s is not finite (last batch: utterances %s); the updates were skipped (%d in a row)",
+                where,
+                loop.main_loss,
+                keys,
+                nonfinite_run,
+            )
+            return where
+
+        previous: tuple[int, list[str]] | None = None  # the last step, if non-finite and not reported yet
+        for s, value, keys in steps:
+            if math.isfinite(value):
+                if previous is not None:
+                    report(*previous)
+                previous, nonfinite_run = None, 0
+                continue
+            nonfinite_run += 1
+            previous = (s, keys)
+            if nonfinite_run >= loop.max_nonfinite:
+                where = report(s, keys)
+                save(force=True)
+                raise TrainingDivergedError(
+                    f"{nonfinite_run} consecutive steps with non-finite {loop.main_loss} ({where}; last batch: {keys}); "
+                    f"the parameters of the last good step are saved at step {step} in {workdir / 'checkpoints'}"
+                )
+        if previous is not None:
+            report(*previous)
 
     bar = tqdm(
         total=tc.steps, initial=step, desc=f"train {loop.stage}", unit="step", disable=not (progress and is_main), dynamic_ncols=True
     )
+    device_batches = DeviceBatches(train_batches, mesh, prefetch)
     try:
         with _StopRequest() as stop:
             while step < end:
-                host_batch = next(train_batches)
-                arrays, keys = split_keys(host_batch)
-                batch = global_batch_from_local(arrays, mesh)
-                rng = jax.random.fold_in(state.rng, step)
-                state, metrics = loop.train_step(state, batch, rng)
-                step += 1
-                main = float(jax.device_get(metrics[loop.main_loss]))
-                if not math.isfinite(main):
-                    nonfinite_run += 1
-                    log.warning(
-                        "step %d: %s is %s on utterances %s; the update was skipped (%d in a row)",
-                        step,
-                        loop.main_loss,
-                        main,
-                        keys,
-                        nonfinite_run,
-                    )
-                    if nonfinite_run >= loop.max_nonfinite:
-                        save(force=True)
-                        raise TrainingDivergedError(
-                            f"{nonfinite_run} consecutive steps with non-finite {loop.main_loss} (last batch: {keys}); "
-                            f"the last good state is saved at step {step} in {workdir / 'checkpoints'}"
-                        )
-                else:
-                    nonfinite_run = 0
-                bar.update(1)
-                if step % tc.log_every == 0 or step == end:
-                    last_metrics = writer.scalars(step, jax.device_get(metrics))
+                upcoming = step + 1
+                log_now = upcoming % tc.log_every == 0 or upcoming == end
+                eval_now = loop.eval_step is not None and (upcoming % tc.eval_every == 0 or upcoming == tc.steps)
+                save_now = upcoming % tc.checkpoint_every == 0 or upcoming == end
+                sync = log_now or eval_now or save_now
+                with _no_transfers(guard_transfers and not sync):
+                    batch, keys, position = next(device_batches)
+                    state, metrics = loop.train_step(state, batch)
+                    step, data_position = upcoming, position
+                    window.append((step, metrics[loop.main_loss], keys))
+                    bar.update(1)
+                    # Every process must ask at the same steps (a collective with several processes).
+                    signum = stop.agreed() if (sync or not multi_process) else None
+                if sync or signum is not None:
+                    check_window()
+                if log_now:
+                    last_metrics = writer.scalars(step, {**jax.device_get(metrics), **compiles.metrics(step_name)})
                     if is_main:
                         bar.write(format_line(step, last_metrics))
-                    bar.set_postfix({loop.main_loss: f"{main:.4g}"})
-                if loop.eval_step is not None and (step % tc.eval_every == 0 or step == tc.steps):
+                    bar.set_postfix({loop.main_loss: f"{last_metrics[loop.main_loss]:.4g}"})
+                if eval_now:
                     last_eval = evaluate(loop, state, eval_batches, mesh)
                     if last_eval:
                         writer.scalars(step, last_eval)
@@ -252,13 +376,12 @@ def run(
                             validation_loss=jax.device_put(np.float32(value), state.step.sharding),
                             validation_round=state.validation_round + 1,
                         )
-                        checkpointer.save_if_best(step, state, train_batches.get_state(), value)
+                        checkpointer.save_if_best(step, state, data_position, value)
                         if loop.sample_audio is not None and is_main:
                             wave, sample_rate = loop.sample_audio(state)
                             writer.audio(step, f"{loop.stage}/sample", wave, sample_rate)
-                if step % tc.checkpoint_every == 0 or step == end:
+                if save_now:
                     save()
-                signum = stop.agreed()
                 if signum is not None:
                     interrupted = True
                     save(force=True)

@@ -36,7 +36,7 @@ from gptsovits_jax.config import Config
 from gptsovits_jax.models.hifigan import MultiPeriodDiscriminator
 from gptsovits_jax.models.sovits import SynthesizerTrn, build_synthesizer, slice_segments
 from gptsovits_jax.optim import Optimizer, build_optimizer, skipped_updates
-from gptsovits_jax.train.common import COMPUTE_DTYPES, init_key, lr_metrics, tree_is_finite
+from gptsovits_jax.train.common import COMPUTE_DTYPES, init_key, jit_step, lr_metrics, tree_is_finite
 
 
 @flax.struct.dataclass
@@ -318,15 +318,10 @@ def sovits_eval_step(setup: SoVITSSetup, state: SoVITSTrainState, batch: dict[st
     }
 
 
-def jit_sovits_train_step(setup: SoVITSSetup, state_sharding: Any = None, batch_sharding: Any = None):
-    """``sovits_train_step`` compiled for ``setup`` with the state donated.
+def jit_sovits_train_step(setup: SoVITSSetup, state_sharding: Any = None, batch_sharding: Any = None, *, rng_from_state: bool = False):
+    """``sovits_train_step`` compiled for ``setup`` with the state donated (:func:`~gptsovits_jax.train.common.jit_step`).
 
     With shardings (from :mod:`gptsovits_jax.train.parallel`), the same function
     runs data-parallel: state replicated, batch split along its leading axis.
     """
-    fn = functools.partial(sovits_train_step, setup)
-    if state_sharding is None:
-        return jax.jit(fn, donate_argnums=0)
-    return jax.jit(
-        fn, in_shardings=(state_sharding, batch_sharding, state_sharding), out_shardings=(state_sharding, state_sharding), donate_argnums=0
-    )
+    return jit_step(functools.partial(sovits_train_step, setup), state_sharding, batch_sharding, rng_from_state=rng_from_state)

@@ -13,8 +13,9 @@ import numpy as np
 
 from gptsovits_jax.config import Config
 from gptsovits_jax.train import loop as loop_lib
+from gptsovits_jax.train.compile_stats import CompileStats
 from gptsovits_jax.train.gpt_step import create_gpt_state, gpt_eval_step, jit_gpt_train_step
-from gptsovits_jax.train.parallel import batch_sharded, check_batch_size, initialize_distributed, make_mesh, put_replicated, replicated
+from gptsovits_jax.train.parallel import batch_sharded, check_batch_size, initialize_distributed, make_mesh, replicated
 from gptsovits_jax.train.sovits_step import create_sovits_state, jit_sovits_train_step, resynthesize, sovits_eval_step
 from gptsovits_jax.train.synthetic import RepeatingBatches, synthetic_gpt_batch, synthetic_sovits_batch
 from gptsovits_jax.upstream_io import starting_variables
@@ -50,6 +51,26 @@ def sovits_sample_audio(setup, batch: dict[str, np.ndarray]):
     return sample
 
 
+def state_on_mesh(create, start: Any, mesh) -> tuple[Any, Any]:
+    """``create(start) -> (state, setup)`` compiled with the state's sharding as its output sharding.
+
+    Every device builds its own part of the state (here a replica) from the initialisation
+    program: a model larger than one device's memory never exists whole anywhere, and
+    starting weights (``start``, e.g. imported ones) go in as arguments, not as constants.
+    The setup holds no arrays (module, optimizer and config), so the one built while
+    tracing is the setup of the state.
+    """
+    setups = []
+
+    def build(start):
+        state, setup = create(start)
+        setups.append(setup)
+        return state
+
+    state = jax.jit(build, out_shardings=replicated(mesh))(start)
+    return state, setups[0]
+
+
 def build_stage(
     stage: str, config: Config, mesh, eval_batches: Sequence[dict[str, Any]] = (), variables: dict[str, Any] | None = None
 ) -> tuple[loop_lib.StageLoop, Any]:
@@ -60,11 +81,11 @@ def build_stage(
     """
     if stage == "sovits":
         start = None if variables is None else (variables["params_g"], variables["quantizer"], variables["params_d"])
-        state, setup = create_sovits_state(config, variables=start)
+        state, setup = state_on_mesh(lambda v: create_sovits_state(config, variables=v), start, mesh)
         loop = loop_lib.StageLoop(
             stage="sovits",
             train_cfg=config.sovits_train,
-            train_step=jit_sovits_train_step(setup, replicated(mesh), batch_sharded(mesh)),
+            train_step=jit_sovits_train_step(setup, replicated(mesh), batch_sharded(mesh), rng_from_state=True),
             eval_step=jax.jit(functools.partial(sovits_eval_step, setup)),
             main_loss="loss/g/total",
             eval_metric="val/mel",
@@ -72,11 +93,12 @@ def build_stage(
             max_nonfinite=config.sovits_train.max_nonfinite_steps,
         )
     elif stage == "gpt":
-        state, setup = create_gpt_state(config, params=None if variables is None else variables["params"])
+        start = None if variables is None else variables["params"]
+        state, setup = state_on_mesh(lambda p: create_gpt_state(config, params=p), start, mesh)
         loop = loop_lib.StageLoop(
             stage="gpt",
             train_cfg=config.gpt_train,
-            train_step=jit_gpt_train_step(setup, replicated(mesh), batch_sharded(mesh)),
+            train_step=jit_gpt_train_step(setup, replicated(mesh), batch_sharded(mesh), rng_from_state=True),
             eval_step=jax.jit(lambda s, b, rng: gpt_eval_step(setup, s, b)),
             main_loss="loss/ce",
             eval_metric="val/ce",
@@ -84,7 +106,7 @@ def build_stage(
         )
     else:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
-    return loop, put_replicated(state, mesh)
+    return loop, state
 
 
 def train_stage(
@@ -98,20 +120,34 @@ def train_stage(
     progress: bool = True,
     stop_after: int | None = None,
     require_v2: bool = True,
+    guard_transfers: bool = False,
 ) -> loop_lib.LoopResult:
     """Train ``stage`` on the given batches into ``workdir`` (on all devices of ``parallel``).
 
     The run starts from ``{stage}_train.init_from`` when set (``require_v2``: the config must have
     upstream v2's sizes to read an upstream file), unless ``resume`` finds a checkpoint in ``workdir``.
+    Compilations from here on (state initialisation included) are counted in ``metrics.jsonl``.
     """
     train_cfg = config.sovits_train if stage == "sovits" else config.gpt_train
     mesh = make_mesh(config.parallel.num_devices, config.parallel.data_axis)
     check_batch_size(train_cfg.batch_size, mesh)
-    variables = starting_variables(stage, config, workdir, resume=resume, require_v2=require_v2)
-    loop, state = build_stage(stage, config, mesh, eval_batches, variables)
-    return loop_lib.run(
-        loop, config, state, train_batches, eval_batches, workdir, mesh, resume=resume, progress=progress, stop_after=stop_after
-    )
+    with CompileStats() as compiles:
+        variables = starting_variables(stage, config, workdir, resume=resume, require_v2=require_v2)
+        loop, state = build_stage(stage, config, mesh, eval_batches, variables)
+        return loop_lib.run(
+            loop,
+            config,
+            state,
+            train_batches,
+            eval_batches,
+            workdir,
+            mesh,
+            resume=resume,
+            progress=progress,
+            stop_after=stop_after,
+            guard_transfers=guard_transfers,
+            compile_stats=compiles,
+        )
 
 
 def data_sources(stage: str, config: Config, *, synthetic: bool = False, semantic_path: str | Path | None = None):

@@ -72,9 +72,9 @@ def run(stage: str, config, out: Path) -> None:
     loop, state = build_stage(stage, config, mesh)
     rows = process_rows(GLOBAL_BATCH)
     losses = []
-    for step, host_batch in enumerate(batches(stage, config)):
+    for host_batch in batches(stage, config):
         arrays, _ = split_keys({k: v[rows] for k, v in host_batch.items()})
-        state, metrics = loop.train_step(state, global_batch_from_local(arrays, mesh), jax.random.fold_in(state.rng, step))
+        state, metrics = loop.train_step(state, global_batch_from_local(arrays, mesh))
         losses.append({k: float(v) for k, v in jax.device_get(metrics).items() if k.startswith("loss")})
     params = state.params_g if stage == "sovits" else state.params
     if jax.process_index() == 0:

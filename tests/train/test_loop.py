@@ -1,5 +1,6 @@
 """The training loop: exact resume in a fresh process, signals, NaN batches, checkpoints and logs."""
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -111,6 +112,9 @@ def test_resume_in_a_fresh_process_matches_the_uninterrupted_run(demo_cache, tmp
     for (step, la), (_, lb) in zip(a, b):
         for name, value in la.items():
             assert lb[name] == pytest.approx(value, rel=1e-6, abs=1e-7), f"step {step} {name}"
+    # The resumed process loads every shape of its step from the persistent cache (the first processes wrote them).
+    last = [r for r in read_metrics(resumed / "metrics.jsonl") if "compile/train_step" in r][-1]
+    assert 1 <= last["compile/train_step"] == last["compile/train_step_from_cache"] <= 2
 
 
 def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
@@ -175,7 +179,7 @@ def test_nan_batches_are_skipped_counted_and_named(gpt_config, tmp_path, caplog)
     records = read_metrics(tmp_path / "metrics.jsonl")
     skipped = [r["skipped/gpt"] for r in records if "skipped/gpt" in r]
     assert skipped == [0, 1, 1, 1, 2, 2]
-    assert "broken-1-0" in caplog.text and "update was skipped" in caplog.text
+    assert "broken-1-0" in caplog.text and "updates were skipped" in caplog.text
     assert np.isfinite(result.last_eval["val/ce"])
 
 
@@ -198,6 +202,87 @@ def test_logs_checkpoints_and_best_are_written(gpt_config, tmp_path):
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
     assert [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()] == ["6"]
     assert len([p for p in (tmp_path / "best").iterdir() if p.name.isdigit()]) == 1
+
+
+@pytest.fixture
+def device_reads(monkeypatch):
+    """Records reads of device arrays inside the loop's no-transfer regions.
+
+    JAX's device-to-host transfer guard does not fire on CPU (whose arrays are host memory), so the
+    read paths of ``jax.Array`` are counted instead: ``jax.device_get``, ``float``/``int``/``bool``,
+    ``.item()``, ``.tolist()``, ``block_until_ready``. (A bare ``np.asarray`` reads CPU arrays through
+    the buffer protocol, which only the real guard on an accelerator sees.) The loop's implicit
+    host-to-device guard is JAX's own and stays active.
+    """
+    from jax._src.array import ArrayImpl
+
+    from gptsovits_jax.train import loop as loop_lib
+
+    reads: list[str] = []
+    guarded = [False]
+    real_guard = loop_lib._no_transfers
+
+    @contextlib.contextmanager
+    def recording_guard(enabled):
+        with real_guard(enabled):
+            guarded[0] = enabled
+            try:
+                yield
+            finally:
+                guarded[0] = False
+
+    def record(name):
+        real = getattr(ArrayImpl, name)
+        if isinstance(real, property):
+            monkeypatch.setattr(ArrayImpl, name, property(lambda self: (guarded[0] and reads.append(name), real.fget(self))[1]))
+        else:
+            monkeypatch.setattr(ArrayImpl, name, lambda self, *a, **k: (guarded[0] and reads.append(name), real(self, *a, **k))[1])
+
+    for name in ("_value", "item", "block_until_ready", "copy_to_host_async"):
+        record(name)
+    monkeypatch.setattr(loop_lib, "_no_transfers", recording_guard)
+    return reads, recording_guard
+
+
+def test_the_read_recorder_sees_reads_in_a_guarded_region(device_reads):
+    import jax
+    import jax.numpy as jnp
+
+    reads, guard = device_reads
+    x, y, z = jnp.ones(3) * 2, jnp.ones(3) * 3, jnp.ones(()) * 4
+    float(x[0])
+    assert reads == []
+    with guard(True):
+        jax.device_get(y)
+        float(z)
+        x.block_until_ready()
+    assert reads == ["copy_to_host_async", "_value", "_value", "block_until_ready"]
+    with guard(True), pytest.raises(Exception, match="Disallowed host-to-device transfer"):
+        jnp.add(x, np.ones(3, np.float32))
+
+
+def test_no_transfer_from_the_devices_between_sync_points(gpt_config, tmp_path, device_reads):
+    """The loop reads nothing back between log/eval/checkpoint steps and transfers nothing implicitly."""
+    reads, _ = device_reads
+    config = dataclasses.replace(
+        gpt_config, gpt_train=dataclasses.replace(gpt_config.gpt_train, log_every=8, eval_every=8, checkpoint_every=8, steps=8)
+    )
+    batches = RepeatingBatches([_good_batch(config, 0), _nan_batch(config, 1), _good_batch(config, 2)])
+    result = train_stage("gpt", config, tmp_path, batches, [_good_batch(config, 9)], progress=False, guard_transfers=True)
+    assert reads == [] and int(result.state.step) == 8
+    records = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "loss/ce" in r]
+    assert [r["step"] for r in records] == [8] and records[-1]["skipped/gpt"] == 3
+    # The step compiled once; its compile shows in the metrics.
+    assert records[-1]["compile/train_step"] == 1 and records[-1]["compile/seconds"] > 0
+
+
+def test_nonfinite_steps_between_log_steps_are_reported_as_a_range(gpt_config, tmp_path, caplog):
+    config = dataclasses.replace(
+        gpt_config, gpt_train=dataclasses.replace(gpt_config.gpt_train, log_every=6, eval_every=6, max_nonfinite_steps=3)
+    )
+    batches = RepeatingBatches([_good_batch(config, 0), _nan_batch(config, 2), _nan_batch(config, 2), _nan_batch(config, 1)])
+    with caplog.at_level(logging.WARNING), pytest.raises(TrainingDivergedError, match=r"3 consecutive steps .*steps 2-4.*broken-1-0"):
+        train_stage("gpt", config, tmp_path, batches, [], progress=False)
 
 
 def test_checkpoint_from_another_config_names_the_shapes(gpt_config, tmp_path):
