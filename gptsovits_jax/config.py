@@ -268,6 +268,11 @@ class GPTTrainConfig:
     ``init_from`` starts training from other weights instead of a random initialisation (parameters only;
     fresh optimizer state, step 0): upstream's GPT file (``s1bert25hz-*.ckpt`` or a ``*-e*.ckpt`` export)
     or a project run/checkpoint directory.
+
+    ``scan_layers`` runs the decoder layers under ``lax.scan`` in the train and eval steps (one layer
+    compiled instead of ``gpt.num_layers``; same parameters, same results); ``remat`` (``none``, ``dots``:
+    keep the dense matmul outputs and recompute the rest per layer, ``full``: keep only each layer's
+    input) trades recomputation for activation memory and needs ``scan_layers``.
     """
 
     steps: int = 1000
@@ -280,6 +285,8 @@ class GPTTrainConfig:
     max_nonfinite_steps: int = 20
     precision: str = "float32"
     max_semantic_tokens: int = 1350
+    scan_layers: bool = True
+    remat: str = "none"
     optim: OptimConfig = field(default_factory=OptimConfig)
     init_from: str | None = None
 
@@ -375,6 +382,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return value
     raise ConfigError(f"{key}: unsupported annotation {tp!r}")
 
+
+REMAT_CHOICES = ("none", "dots", "full")  # gptsovits_jax.models.gpt.REMAT_POLICIES
 
 REMOVED_KEYS = {
     "max_consecutive_nonfinite": "the stage's max_nonfinite_steps (sovits_train / gpt_train) is the one setting for how many "
@@ -735,6 +744,9 @@ def validate(config: Config) -> None:
             t, name, ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps")
         )
         _check(t.precision in PRECISIONS, f"{name}.precision", f"must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
+    g = config.gpt_train
+    _check(g.remat in REMAT_CHOICES, "gpt_train.remat", f"must be one of {', '.join(REMAT_CHOICES)}, got {g.remat!r}")
+    _check(g.remat == "none" or g.scan_layers, "gpt_train.remat", f"{g.remat!r} needs gpt_train.scan_layers: true")
     _validate_init_from(config)
     validate_optim(config.sovits_train.optim_g, "sovits_train.optim_g")
     validate_optim(config.sovits_train.optim_d, "sovits_train.optim_d")

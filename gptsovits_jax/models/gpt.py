@@ -283,11 +283,38 @@ class DecoderLayer(nn.Module):
         return x, kv
 
 
+REMAT_POLICIES = ("none", "dots", "full")
+
+
+def _rematerialised(fn, remat: str):
+    """``fn`` under ``jax.checkpoint`` as ``remat`` says (see :class:`DecoderStack`)."""
+    if remat == "none":
+        return fn
+    if remat == "dots":
+        return jax.checkpoint(fn, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable, prevent_cse=False)
+    if remat == "full":
+        return jax.checkpoint(fn, policy=jax.checkpoint_policies.nothing_saveable, prevent_cse=False)
+    raise ValueError(f"unknown remat {remat!r}; choose one of {', '.join(REMAT_POLICIES)}")
+
+
 class DecoderStack(nn.Module):
-    """``num_layers`` :class:`DecoderLayer` s named ``layers_0`` ... (upstream ``h``)."""
+    """``num_layers`` :class:`DecoderLayer` s named ``layers_0`` ... (upstream ``h``).
+
+    The parameters always keep this per-layer layout (``h/layers_i/...``: names, counts,
+    optimizer groups, checkpoints and the upstream key mapping address each layer). With
+    ``scan`` the training forward stacks them into ``[num_layers, ...]`` arrays and runs one
+    layer body under ``lax.scan``: XLA compiles the layer once instead of ``num_layers``
+    times, and the gradient flows back through the stacking to every layer's leaves.
+    ``remat`` (scan only) trades compute for activation memory per layer: ``"dots"`` keeps
+    the outputs of the dense matmuls and recomputes the rest (attention probabilities,
+    dropout, norms) in the backward pass; ``"full"`` keeps only each layer's input.
+    Initialisation and cached decoding always run the plain loop.
+    """
 
     config: GPTConfig
     dtype: Dtype = jnp.float32
+    scan: bool = False
+    remat: str = "none"
 
     def setup(self) -> None:
         self.layers = [DecoderLayer(self.config, self.dtype) for _ in range(self.config.num_layers)]
@@ -312,6 +339,10 @@ class DecoderStack(nn.Module):
         Returns:
           ``([B, L, hidden_dim], (keys, values))`` with keys/values stacked over layers.
         """
+        if self.scan and cache is None and not self.is_initializing():
+            return self._scanned(x, mask, deterministic)
+        if self.remat != "none" and not self.is_initializing():
+            raise ValueError("gpt remat needs the scanned layer stack (gpt_train.scan_layers: true)")
         keys, values = [], []
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else (cache[0][i], cache[1][i], cache[2])
@@ -319,6 +350,21 @@ class DecoderStack(nn.Module):
             keys.append(k)
             values.append(v)
         return x, (jnp.stack(keys), jnp.stack(values))
+
+    def _scanned(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        num_layers = self.config.num_layers
+        params = self.variables["params"]
+        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(params[f"layers_{i}"] for i in range(num_layers)))
+        layer = DecoderLayer(self.config, self.dtype, parent=None)
+        use_dropout = not deterministic and self.config.dropout > 0
+        layer_keys = jax.random.split(self.make_rng("dropout"), num_layers) if use_dropout else jnp.zeros((num_layers,), jnp.uint32)
+
+        def body(h, per_layer):
+            layer_params, key = per_layer
+            rngs = {"dropout": key} if use_dropout else None
+            return layer.apply({"params": layer_params}, h, mask, deterministic=deterministic, rngs=rngs)
+
+        return jax.lax.scan(_rematerialised(body, self.remat), x, (stacked, layer_keys))
 
 
 # --------------------------------------------------------------------------- model
@@ -353,10 +399,14 @@ class Text2SemanticDecoder(nn.Module):
       config: model sizes (:class:`~gptsovits_jax.config.GPTConfig`).
       dtype: compute dtype; parameters are always float32 (``jnp.bfloat16`` gives mixed
         precision). Logits are returned in float32.
+      scan_layers, remat: how the training forward runs the layer stack (:class:`DecoderStack`);
+        the parameters are the same either way.
     """
 
     config: GPTConfig
     dtype: Dtype = jnp.float32
+    scan_layers: bool = False
+    remat: str = "none"
 
     def setup(self) -> None:
         cfg = self.config
@@ -371,7 +421,7 @@ class Text2SemanticDecoder(nn.Module):
         self.ar_text_position = SinePositionalEmbedding(cfg.hidden_dim, cfg.dropout, self.dtype)
         self.ar_audio_position = SinePositionalEmbedding(cfg.hidden_dim, cfg.dropout, self.dtype)
         self.embedding_dropout = Dropout(cfg.embedding_dropout)
-        self.h = DecoderStack(cfg, self.dtype)
+        self.h = DecoderStack(cfg, self.dtype, scan=self.scan_layers, remat=self.remat)
         self.ar_predict_layer = _torch_dense(cfg.vocab_size, cfg.hidden_dim, self.dtype, "ar_predict_layer", use_bias=False)
 
     # ---- pieces shared by training and decoding

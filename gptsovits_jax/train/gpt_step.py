@@ -67,7 +67,8 @@ def init_gpt_params(config: Config, rng: jax.Array) -> Any:
 
 def make_gpt_setup(config: Config, params: Any) -> GPTSetup:
     """Module and optimizer for ``config`` (params may be abstract)."""
-    model = Text2SemanticDecoder(config.gpt, dtype=COMPUTE_DTYPES[config.gpt_train.precision])
+    train = config.gpt_train
+    model = Text2SemanticDecoder(config.gpt, dtype=COMPUTE_DTYPES[train.precision], scan_layers=train.scan_layers, remat=train.remat)
     opt = build_optimizer(config.gpt_train.optim, params, total_steps=optimizer_steps(config.gpt_train.steps, config.gpt_train.optim))
     return GPTSetup(model=model, opt=opt, config=config)
 

@@ -15,7 +15,7 @@ from gptsovits_jax.config import Config
 from gptsovits_jax.train import loop as loop_lib
 from gptsovits_jax.train.compile_stats import CompileStats
 from gptsovits_jax.train.gpt_step import create_gpt_state, gpt_eval_step, jit_gpt_train_step
-from gptsovits_jax.train.parallel import batch_sharded, check_batch_size, initialize_distributed, make_mesh, replicated
+from gptsovits_jax.train.parallel import batch_sharded, check_batch_size, initialize_distributed, make_mesh, put_replicated, replicated
 from gptsovits_jax.train.sovits_step import create_sovits_state, jit_sovits_train_step, resynthesize, sovits_eval_step
 from gptsovits_jax.train.synthetic import RepeatingBatches, synthetic_gpt_batch, synthetic_sovits_batch
 from gptsovits_jax.upstream_io import starting_variables
@@ -51,26 +51,6 @@ def sovits_sample_audio(setup, batch: dict[str, np.ndarray]):
     return sample
 
 
-def state_on_mesh(create, start: Any, mesh) -> tuple[Any, Any]:
-    """``create(start) -> (state, setup)`` compiled with the state's sharding as its output sharding.
-
-    Every device builds its own part of the state (here a replica) from the initialisation
-    program: a model larger than one device's memory never exists whole anywhere, and
-    starting weights (``start``, e.g. imported ones) go in as arguments, not as constants.
-    The setup holds no arrays (module, optimizer and config), so the one built while
-    tracing is the setup of the state.
-    """
-    setups = []
-
-    def build(start):
-        state, setup = create(start)
-        setups.append(setup)
-        return state
-
-    state = jax.jit(build, out_shardings=replicated(mesh))(start)
-    return state, setups[0]
-
-
 def build_stage(
     stage: str, config: Config, mesh, eval_batches: Sequence[dict[str, Any]] = (), variables: dict[str, Any] | None = None
 ) -> tuple[loop_lib.StageLoop, Any]:
@@ -81,7 +61,7 @@ def build_stage(
     """
     if stage == "sovits":
         start = None if variables is None else (variables["params_g"], variables["quantizer"], variables["params_d"])
-        state, setup = state_on_mesh(lambda v: create_sovits_state(config, variables=v), start, mesh)
+        state, setup = create_sovits_state(config, variables=start)
         loop = loop_lib.StageLoop(
             stage="sovits",
             train_cfg=config.sovits_train,
@@ -93,8 +73,7 @@ def build_stage(
             max_nonfinite=config.sovits_train.max_nonfinite_steps,
         )
     elif stage == "gpt":
-        start = None if variables is None else variables["params"]
-        state, setup = state_on_mesh(lambda p: create_gpt_state(config, params=p), start, mesh)
+        state, setup = create_gpt_state(config, params=None if variables is None else variables["params"])
         loop = loop_lib.StageLoop(
             stage="gpt",
             train_cfg=config.gpt_train,
@@ -106,7 +85,7 @@ def build_stage(
         )
     else:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
-    return loop, state
+    return loop, put_replicated(state, mesh)
 
 
 def train_stage(

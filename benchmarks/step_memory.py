@@ -1,0 +1,211 @@
+"""Memory of the compiled train steps from XLA's own buffer assignment, across batch, clip length and remat.
+
+    PYTHONPATH=. python benchmarks/step_memory.py [--models gpt sovits] [--batches 1 2 4 8] [--seconds 5 10 20]
+        [--remat none dots full] [--out benchmarks/results/step_memory_cpu.jsonl] [--plot benchmarks/results/step_memory_cpu.png]
+
+Each configuration is lowered and compiled ahead of time on abstract inputs (``jax.eval_shape`` of
+the train state: nothing is allocated or run) and ``compiled.memory_analysis()`` is recorded:
+arguments (parameters, optimizer state, batch), outputs, the aliased (donated) part and the
+temporaries, plus the step's total ``arguments + outputs - aliased + temporaries`` (the device
+memory the step needs). The figures are deterministic for a given program and backend, so they
+compare across commits even on a noisy machine; they are the figures of the backend the script
+runs on (XLA:CPU here), whose buffer assignment is close to, not identical with, GPU and TPU.
+
+Clip lengths are seconds of audio: GPT ``Ty = 25 s`` semantic tokens and ``Tx = 12 s`` phonemes
+(a typical phoneme rate); SoVITS ``50 s`` frames with ``Tx = 12 s`` phonemes. Each configuration
+compiles in a fresh process (no compilation cache) and its compile seconds are recorded too. At
+the end, a linear fit of total memory against batch (exact for these programs up to alignment)
+gives the largest batch of 10-second clips that fits in 16, 40 and 80 GB, per model and remat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "v2.yaml"
+MEMORY_FIELDS = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes")
+DEVICE_GB = (16, 40, 80)
+PHONEMES_PER_SECOND = 12
+
+
+def _shapes(model: str, seconds: float) -> dict[str, int]:
+    if model == "gpt":
+        return {"text_len": round(PHONEMES_PER_SECOND * seconds), "semantic_len": round(25 * seconds)}
+    frames = round(50 * seconds)
+    return {"text_len": round(PHONEMES_PER_SECOND * seconds), "frames": frames + frames % 2}
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """Lower and compile one configuration on abstract inputs; its memory analysis and compile time."""
+    os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+    import jax
+
+    from gptsovits_jax.config import load_config
+    from gptsovits_jax.train import synthetic
+
+    model, batch, seconds = spec["model"], spec["batch"], spec["seconds"]
+    overrides = list(spec["overrides"])
+    if model == "gpt":
+        overrides += [f"gpt_train.remat={spec['remat']}", "gpt_train.optim.grad_accum_steps=1"]
+    config = load_config(spec["config"], overrides)
+    shapes = _shapes(model, seconds)
+    if model == "gpt":
+        from gptsovits_jax.train.gpt_step import create_gpt_state, jit_gpt_train_step
+
+        state = jax.eval_shape(lambda: create_gpt_state(config)[0])
+        _, setup = create_gpt_state(config, params=state.params)
+        step = jit_gpt_train_step(setup)
+        host = synthetic.synthetic_gpt_batch(config, batch, shapes["text_len"], shapes["semantic_len"], 0)
+    else:
+        from gptsovits_jax.train.sovits_step import create_sovits_state, jit_sovits_train_step
+
+        state = jax.eval_shape(lambda: create_sovits_state(config)[0])
+        _, setup = create_sovits_state(config, variables=(state.params_g, state.quantizer, state.params_d))
+        step = jit_sovits_train_step(setup)
+        host = synthetic.synthetic_sovits_batch(config, batch, shapes["frames"], shapes["text_len"], 0, ragged=False)
+    host.pop("keys")
+    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in host.items()}
+    rng = jax.ShapeDtypeStruct((2,), jax.numpy.uint32)
+    started = time.perf_counter()
+    lowered = step.lower(state, abstract_batch, rng)
+    lowered_at = time.perf_counter()
+    compiled = lowered.compile()
+    done = time.perf_counter()
+    analysis = compiled.memory_analysis()
+    memory = {f: int(getattr(analysis, f)) for f in MEMORY_FIELDS}
+    memory["total_bytes"] = (
+        memory["argument_size_in_bytes"] + memory["output_size_in_bytes"] - memory["alias_size_in_bytes"] + memory["temp_size_in_bytes"]
+    )
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "benchmark": "step_memory",
+        "model": model,
+        "config": str(Path(spec["config"]).relative_to(REPO)) if Path(spec["config"]).is_relative_to(REPO) else spec["config"],
+        "overrides": overrides,
+        "batch": batch,
+        "seconds": seconds,
+        **shapes,
+        "remat": spec["remat"] if model == "gpt" else "none",
+        "lower_s": round(lowered_at - started, 2),
+        "compile_s": round(done - lowered_at, 2),
+        **memory,
+        "machine": {
+            "backend": jax.default_backend(),
+            "device_kind": jax.local_devices()[0].device_kind,
+            "cpu_count": os.cpu_count(),
+            "jax_version": jax.__version__,
+            "python_version": platform.python_version(),
+        },
+    }
+
+
+def _run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(measure, (spec,))
+
+
+def largest_batches(records: list[dict[str, Any]], seconds: float = 10.0) -> list[dict[str, Any]]:
+    """Per (model, remat): the linear fit ``total = fixed + per_row * batch`` at ``seconds`` and the largest batch per device size."""
+    out = []
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        if r["seconds"] == seconds:
+            groups.setdefault((r["model"], r["remat"]), []).append(r)
+    for (model, remat), rows in sorted(groups.items()):
+        rows = sorted(rows, key=lambda r: r["batch"])
+        if len(rows) < 2:
+            continue
+        first, last = rows[0], rows[-1]
+        per_row = (last["total_bytes"] - first["total_bytes"]) / (last["batch"] - first["batch"])
+        fixed = first["total_bytes"] - per_row * first["batch"]
+        fits = {f"max_batch_{gb}gb": max(0, int((gb * 1e9 - fixed) // per_row)) for gb in DEVICE_GB}
+        out.append({"model": model, "remat": remat, "seconds": seconds, "fixed_gb": fixed / 1e9, "per_row_gb": per_row / 1e9, **fits})
+    return out
+
+
+def plot(records: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in records})
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        rows = [r for r in records if r["model"] == model]
+        for remat in sorted({r["remat"] for r in rows}):
+            for seconds in sorted({r["seconds"] for r in rows}):
+                line = sorted((r for r in rows if r["remat"] == remat and r["seconds"] == seconds), key=lambda r: r["batch"])
+                if line:
+                    style = {"none": "-", "dots": "--", "full": ":"}[remat]
+                    ax.plot(
+                        [r["batch"] for r in line],
+                        [r["total_bytes"] / 1e9 for r in line],
+                        style,
+                        marker="o",
+                        label=f"{seconds:g} s, remat {remat}",
+                    )
+        ax.set_title(f"v2 {model.upper()} train step: XLA memory")
+        ax.set_xlabel("batch (clips)")
+        ax.set_ylabel("GB (arguments + outputs - donated + temporaries)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["gpt", "sovits"], choices=["gpt", "sovits"])
+    parser.add_argument("--config", default=str(CONFIG))
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 2, 4, 8])
+    parser.add_argument("--seconds", nargs="+", type=float, default=[5.0, 10.0, 20.0])
+    parser.add_argument("--remat", nargs="+", default=["none", "dots", "full"], help="GPT remat settings (SoVITS has none)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    parser.add_argument("--out", type=Path, help="append the JSON records to this file")
+    parser.add_argument("--plot", type=Path, help="write the memory curves to this PNG")
+    args = parser.parse_args(argv)
+
+    records = []
+    for model in args.models:
+        for remat in args.remat if model == "gpt" else ["none"]:
+            for seconds in args.seconds:
+                for batch in args.batches:
+                    spec = {
+                        "model": model,
+                        "config": args.config,
+                        "batch": batch,
+                        "seconds": seconds,
+                        "remat": remat,
+                        "overrides": args.override,
+                    }
+                    record = _run_isolated(spec)
+                    records.append(record)
+                    print(json.dumps(record), flush=True)
+                    print(
+                        f"{model:6s} remat {record['remat']:4s} {seconds:4g} s batch {batch:3d}: total {record['total_bytes'] / 1e9:7.2f} GB, "
+                        f"temp {record['temp_size_in_bytes'] / 1e9:7.2f} GB, compile {record['compile_s']:6.1f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    if args.out:
+                        with args.out.open("a") as f:
+                            f.write(json.dumps(record) + "\n")
+    for fit in largest_batches(records):
+        print(json.dumps({"benchmark": "step_memory_fit", **fit}), flush=True)
+    if args.plot:
+        plot(records, args.plot)
+
+
+if __name__ == "__main__":
+    main()
