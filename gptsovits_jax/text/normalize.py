@@ -21,7 +21,7 @@ from gptsovits_jax.text.numbers import (
     english_ordinal,
 )
 
-__all__ = ["ZH_PUNCT", "full_width_to_ascii", "normalize_chinese", "normalize_english"]
+__all__ = ["ZH_PUNCT", "collapse_punctuation", "full_width_to_ascii", "normalize_chinese", "normalize_english", "verbalize_chinese_numbers"]
 
 # Full-width forms U+FF01..U+FF5E are the ASCII characters U+0021..U+007E shifted by 0xFEE0.
 _FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
@@ -116,7 +116,7 @@ def _integer(match: re.Match[str]) -> str:
     return english_number(int(digits))
 
 
-def _collapse_punctuation(text: str, marks: str, *, after_space: bool) -> str:
+def collapse_punctuation(text: str, marks: str, *, after_space: bool) -> str:
     """Keep only the first of consecutive marks; with ``after_space`` a mark after a space is dropped too (upstream English)."""
     escaped = re.escape(marks)
     lead = rf"[{escaped}\s]" if after_space else rf"[{escaped}]"
@@ -151,7 +151,7 @@ def normalize_english(text: str) -> str:
     text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
     text = _NOT_ENGLISH.sub("", text)
     text = _INNER_CAPITAL.sub(" ", text)
-    text = _collapse_punctuation(text, _EN_PUNCT, after_space=True)
+    text = collapse_punctuation(text, _EN_PUNCT, after_space=True)
     return re.sub(r" +", " ", text).strip()
 
 
@@ -193,6 +193,21 @@ def _zh_number(text: str) -> str:
     return _zh_integer(whole) + (f"点{chinese_digits(fraction)}" if fraction else "")
 
 
+def verbalize_chinese_numbers(text: str) -> str:
+    """ASCII digits -> Chinese numerals, as Mandarin reads them: ``"2024年增长50%"`` -> ``"二零二四年增长百分之五十"``.
+
+    Years before 年 digit by digit, percentages, negatives (负), decimals (点), grouped thousands
+    ("12,000"); leading-zero and very long digit strings digit by digit. Shared by the Mandarin
+    and Cantonese normalisers (upstream reads numbers for both with the same normaliser).
+    """
+    text = _GROUPED_NUMBER.sub(lambda m: m.group(0).replace(",", ""), text)
+    text = _ZH_YEAR.sub(lambda m: chinese_digits(m.group(1)), text)
+    text = _ZH_PERCENT.sub(lambda m: "百分之" + _zh_number(m.group(1)), text)
+    text = _ZH_NEGATIVE.sub("负", text)
+    text = _ZH_DECIMAL.sub(lambda m: _zh_number(m.group(0)), text)
+    return _ZH_INTEGER.sub(lambda m: _zh_integer(m.group(0)), text)
+
+
 def normalize_chinese(text: str) -> str:
     """Mandarin text -> CJK ideographs and ``, . ! ? - …``; digits become Chinese numerals.
 
@@ -202,12 +217,7 @@ def normalize_chinese(text: str) -> str:
     text = full_width_to_ascii(text)
     for source, target in _ZH_REPLACEMENTS:
         text = text.replace(source, target)
-    text = _GROUPED_NUMBER.sub(lambda m: m.group(0).replace(",", ""), text)
-    text = _ZH_YEAR.sub(lambda m: chinese_digits(m.group(1)), text)
-    text = _ZH_PERCENT.sub(lambda m: "百分之" + _zh_number(m.group(1)), text)
-    text = _ZH_NEGATIVE.sub("负", text)
-    text = _ZH_DECIMAL.sub(lambda m: _zh_number(m.group(0)), text)
-    text = _ZH_INTEGER.sub(lambda m: _zh_integer(m.group(0)), text)
+    text = verbalize_chinese_numbers(text)
     text = "".join(_ZH_PUNCT_CHARS.get(c, c) for c in text)
     text = _NOT_CHINESE.sub("", text)
-    return _collapse_punctuation(text, ZH_PUNCT, after_space=False)
+    return collapse_punctuation(text, ZH_PUNCT, after_space=False)
