@@ -323,6 +323,7 @@ def test_demo_corpus_is_complete_and_valid(repo_root: Path, tiny_config):
     languages = Counter(u.language for u in good)
     speakers = Counter(u.speaker for u in good)
     assert languages["en"] >= 80 and languages["zh"] >= 8, languages
+    assert languages["ja"] >= 2 and languages["ko"] >= 2 and languages["yue"] >= 2, languages
     assert len(speakers) >= 2 and min(speakers.values()) >= 20, speakers
     for utterance in good:
         assert utterance.wav_path.is_relative_to(list_path.parent)
