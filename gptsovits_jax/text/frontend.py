@@ -22,7 +22,8 @@ as upstream's cleaner does). ``ja``, ``ko`` and ``yue`` need optional extras
 (``extras.MissingExtraError`` says which ``pip install``); ``en`` and ``zh`` need none.
 
 ``clean_text(..., strict=True)`` (preprocessing) also rejects text in a script the language
-does not read and characters its frontend can only turn into "UNK"/"停", naming them.
+does not read, characters its frontend can only turn into "UNK"/"停" and any other phoneme
+outside the table, naming them.
 """
 
 from __future__ import annotations
@@ -290,6 +291,9 @@ def clean_text(text: str, language: str, *, strict: bool = False) -> CleanedText
     if unreadable:
         parts = "; ".join(f"{_quote_chars(chars)} in {lang!r}" for lang, chars in unreadable.items())
         raise TextError(f"characters the frontend cannot read: {parts}")
+    unknown = sorted({p for p in phones if p not in SYMBOL_TO_ID})
+    if strict and unknown:
+        raise TextError(f"phonemes outside the 732-symbol table (they would be UNK) in {language!r}: {', '.join(map(repr, unknown))}")
     if all(p in PUNCTUATION for p in phones):
         raise TextError(f"text {text!r} yields no phonemes in language {language!r} (only punctuation, symbols or another script)")
     phonemes = [p if p in SYMBOL_TO_ID else UNK for p in phones]

@@ -276,3 +276,12 @@ def test_english_and_mandarin_need_no_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", failing_import)
     assert text_to_phonemes("Hello 你好", "auto")
     assert text_to_phonemes("你好", "zh")
+
+
+def test_strict_rejects_phonemes_outside_the_table(monkeypatch):
+    from gptsovits_jax.text import frontend
+
+    monkeypatch.setitem(frontend._CLEANERS, "en", lambda text: frontend.CleanedText(["HH", "XX1", "AY1"], None, text))
+    assert text_to_phonemes("hi", "en") == ["HH", "UNK", "AY1"]  # lenient: UNK, as upstream's cleaner
+    with pytest.raises(TextError, match=r"phonemes outside the 732-symbol table \(they would be UNK\) in 'en': 'XX1'"):
+        text_to_phonemes("hi", "en", strict=True)
