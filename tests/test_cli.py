@@ -66,3 +66,17 @@ def test_synthesize_rejects_an_unknown_language(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([*SYNTHESIZE, "--language", "fr"])
     assert "unsupported language 'fr'" in capsys.readouterr().err
+
+
+def test_synthesize_without_the_extra_says_which_pip_install(monkeypatch, capsys):
+    from gptsovits_jax.cli import main
+    from gptsovits_jax.text import japanese
+    from gptsovits_jax.text.extras import MissingExtraError
+
+    def missing():
+        raise MissingExtraError("the 'ja' text frontend needs pyopenjtalk-plus; install them with: pip install 'gptsovits-jax[ja]'")
+
+    monkeypatch.setattr(japanese, "_openjtalk", missing)
+    args = [a if a != "x" else "こんにちは" for a in SYNTHESIZE]
+    assert main(["--no-compile-cache", *args, "--language", "ja", "--ref-language", "en"]) == 2
+    assert "pip install 'gptsovits-jax[ja]'" in capsys.readouterr().err
