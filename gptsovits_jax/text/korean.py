@@ -76,7 +76,12 @@ class _MeCab:
 
 
 def _g2pk2_module(name: str) -> types.ModuleType:
-    """A submodule of g2pk2 without running ``g2pk2/__init__.py`` (which imports ``G2p`` and NLTK's downloader)."""
+    """A submodule of g2pk2 without running ``g2pk2/__init__.py`` (which imports ``G2p`` and NLTK's downloader).
+
+    When g2pk2 is not imported yet, a bare ``g2pk2`` package (its real folder, no ``__init__``)
+    is registered in ``sys.modules``, so ``from g2pk2 import G2p`` later in the same process
+    fails; code that wants g2pk2's ``G2p`` too should import it before this frontend runs.
+    """
     if "g2pk2" not in sys.modules:
         spec = importlib.util.find_spec("g2pk2")
         if spec is None or not spec.submodule_search_locations:
