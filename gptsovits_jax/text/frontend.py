@@ -233,7 +233,8 @@ def _foreign_text(text: str, language: str) -> str | None:
     if not found:
         return None
     parts = ", ".join(f"{_quote_chars(chars)} ({_SCRIPT_NAMES[script]})" for script, chars in found.items())
-    return f"text in a language other than {language!r}: {parts}; declare the line 'auto' (or 'auto_yue') to read each script in its own language"
+    # No "; " in the message: preprocessing joins a line's problems with it.
+    return f"text in a language other than {language!r}: {parts}, which a line declared 'auto' or 'auto_yue' reads in its own language"
 
 
 def _unreadable(run: str, language: str, cleaned: CleanedText) -> str:

@@ -285,3 +285,10 @@ def test_strict_rejects_phonemes_outside_the_table(monkeypatch):
     assert text_to_phonemes("hi", "en") == ["HH", "UNK", "AY1"]  # lenient: UNK, as upstream's cleaner
     with pytest.raises(TextError, match=r"phonemes outside the 732-symbol table \(they would be UNK\) in 'en': 'XX1'"):
         text_to_phonemes("hi", "en", strict=True)
+
+
+def test_strict_messages_are_one_problem_each():
+    # preprocessing joins a line's problems with "; " and counts them by that separator
+    with pytest.raises(TextError) as caught:
+        clean_text("我喜欢Python。", "zh", strict=True)
+    assert "; " not in str(caught.value)
