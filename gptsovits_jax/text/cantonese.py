@@ -19,7 +19,7 @@ from gptsovits_jax.text.extras import import_extra
 from gptsovits_jax.text.normalize import verbalize_chinese_numbers
 from gptsovits_jax.text.symbols import PUNCTUATION
 
-__all__ = ["CantoneseError", "g2p_cantonese", "normalize_cantonese", "split_jyutping"]
+__all__ = ["CantoneseError", "g2p_cantonese", "normalize_cantonese", "split_jyutping", "to_simplified"]
 
 # Onsets tried in this order (upstream's list): zero-onset syllables match a rhyme such as
 # "aa" or "ou" here, so "aai1" splits as "aa" + "i1" and "ou3" as "ou" + "u3" (a bare rest
@@ -47,6 +47,27 @@ _PUNCT_MAP = {
     **dict.fromkeys("—～~", "-"),
 }
 _KEPT = re.compile(rf"[^\u4e00-\u9fa5{re.escape(''.join(PUNCTUATION))}]+")
+# Where hanziconv's traditional -> simplified map changes a character's Cantonese reading and
+# upstream's conversion does not: Cantonese characters it should leave alone (冇, 喎), plain
+# mistakes (錫 -> 钖, 峽 -> 崃, 濾 -> 泸) and common forms it keeps but upstream simplifies
+# (爲, 舖, 佔). Rarer characters still differ (tests/fixtures/README.md).
+_T2S_CORRECTIONS = {
+    **dict.fromkeys("冇喎呼劈摺撚藉閤", None),
+    "錫": "锡",
+    "峽": "峡",
+    "濾": "滤",
+    "麼": "麽",
+    "爲": "为",
+    "舖": "铺",
+    "佔": "占",
+    "併": "并",
+    "彿": "佛",
+    "桿": "杆",
+    "鍊": "炼",
+    "荳": "豆",
+    "罈": "坛",
+    "嚥": "咽",
+}
 
 
 class CantoneseError(ValueError):
@@ -64,13 +85,21 @@ def _converters():
     return tojyutping, hanziconv.HanziConv
 
 
+def to_simplified(text: str) -> str:
+    """Traditional -> simplified characters, one for one (hanziconv, with ``_T2S_CORRECTIONS``)."""
+    _, hanzi = _converters()
+    simplified = hanzi.toSimplified(text)
+    if len(simplified) != len(text):  # hanziconv maps character by character; guard the zip below
+        simplified = "".join(hanzi.toSimplified(char) for char in text)
+    return "".join((_T2S_CORRECTIONS[char] or char) if char in _T2S_CORRECTIONS else converted for char, converted in zip(text, simplified))
+
+
 def normalize_cantonese(text: str) -> str:
     """Cantonese text -> simplified ideographs and ``! ? … , . -``; digits become Chinese numerals.
 
     ``"佢今年3歲！"`` -> ``"佢今年三岁!"``. Quotes, brackets and Latin letters are removed.
     """
-    _, hanzi = _converters()
-    text = hanzi.toSimplified(text).translate(_FULL_WIDTH_ALNUM)
+    text = to_simplified(text).translate(_FULL_WIDTH_ALNUM)
     text = re.sub(r"\s+", "", text)
     text = verbalize_chinese_numbers(text)
     text = "".join(_SIGNS.get(c, c) for c in text)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gptsovits_jax.text.cantonese import g2p_cantonese, normalize_cantonese, split_jyutping
+from gptsovits_jax.text.cantonese import g2p_cantonese, normalize_cantonese, split_jyutping, to_simplified
 from gptsovits_jax.text.frontend import TextError, clean_text
 from gptsovits_jax.text.symbols import SYMBOL_TO_ID
 
@@ -22,7 +22,7 @@ KNOWN_NORM_TEXT_DIFFERENCES = {"我鍾意睇書、聽歌同埋行山。": "我�
 # Upstream reads a bare number of 3 or more digits not followed by a measure word digit by
 # digit, 1 as 幺 (its RE_DEFAULT_NUM with a long list of measure words); this normaliser
 # reads it as a cardinal. The table keeps the sentence so the difference stays visible.
-KNOWN_NUMBER_DIFFERENCES = {"ＡＢＣ１２３": "一百二十三"}
+KNOWN_NUMBER_DIFFERENCES = {"ＡＢＣ１２３": "一百二十三", "我有1000蚊。": "我有一千蚊."}
 
 
 @pytest.mark.parametrize("row", [r for r in ROWS if r["text"] not in KNOWN_NUMBER_DIFFERENCES], ids=lambda row: row["text"])
@@ -77,3 +77,9 @@ def test_character_without_reading_is_a_text_error_naming_it():
     # 艹 (the grass radical) has no Jyutping; upstream raises too
     with pytest.raises(TextError, match="cannot read: '艹'"):
         clean_text("你好艹", "yue")
+
+
+def test_to_simplified_keeps_cantonese_characters_and_fixes_hanziconv():
+    assert to_simplified("冇問題喎") == "冇问题喎"  # 冇 and 喎 are Cantonese, not traditional forms
+    assert to_simplified("錫峽濾") == "锡峡滤"
+    assert to_simplified("個鋤頭") == "个锄头"
