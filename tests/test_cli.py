@@ -74,7 +74,7 @@ def test_synthesize_without_the_extra_says_which_pip_install(monkeypatch, capsys
     from gptsovits_jax.text.extras import MissingExtraError
 
     def missing():
-        raise MissingExtraError("the 'ja' text frontend needs pyopenjtalk-plus; install them with: pip install 'gptsovits-jax[ja]'")
+        raise MissingExtraError("the 'ja' text frontend needs pyopenjtalk-plus, install them with pip install 'gptsovits-jax[ja]'")
 
     monkeypatch.setattr(japanese, "_openjtalk", missing)
     args = [a if a != "x" else "こんにちは" for a in SYNTHESIZE]

@@ -37,6 +37,6 @@ def import_extra(module: str, language: str) -> ModuleType:
     except ImportError as error:
         _, packages = EXTRAS[language]
         raise MissingExtraError(
-            f"the {language!r} text frontend needs {packages}, but importing {module!r} failed ({error}); "
-            f"install them with: {install_hint(language)}"
+            f"the {language!r} text frontend needs {packages}, but importing {module!r} failed ({error}): "
+            f"install them with {install_hint(language)}"
         ) from error

@@ -85,7 +85,7 @@ def _g2pk2_module(name: str) -> types.ModuleType:
     if "g2pk2" not in sys.modules:
         spec = importlib.util.find_spec("g2pk2")
         if spec is None or not spec.submodule_search_locations:
-            raise MissingExtraError(f"the 'ko' text frontend needs g2pk2, which is not installed; install it with: {install_hint('ko')}")
+            raise MissingExtraError(f"the 'ko' text frontend needs g2pk2, which is not installed, install it with {install_hint('ko')}")
         package = types.ModuleType("g2pk2")
         package.__path__ = list(spec.submodule_search_locations)
         package.__spec__ = spec
