@@ -22,6 +22,21 @@ from pathlib import Path
 
 from gptsovits_jax.allocator import ALLOCATORS, host_allocator, use_allocator
 from gptsovits_jax.compile_cache import disable_compile_cache, enable_compile_cache
+from gptsovits_jax.text.frontend import LANGUAGES, TextError, canonical_language
+
+LANGUAGE_HELP = (
+    f"one of {', '.join(LANGUAGES)}, in any case (jp = ja); ja, ko and yue need the extras of the same name "
+    "(default: auto, which splits mixed text by script)"
+)
+
+
+def _language(spelling: str) -> str:
+    """argparse type: an upstream language spelling -> its canonical code."""
+    try:
+        return canonical_language(spelling)
+    except TextError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
 
 DEMO_SENTENCE = "The quick brown fox jumps over the lazy dog."
 ALLOW_ANY_SIZE_HELP = (
@@ -354,9 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sovits-ckpt", required=True, help="SoVITS run directory or checkpoint")
     p.add_argument("--ref-wav", required=True, help="reference recording (any format soundfile reads)")
     p.add_argument("--ref-text", required=True, help="what the reference recording says")
-    p.add_argument("--ref-language", default="auto", choices=("en", "zh", "auto"))
+    p.add_argument("--ref-language", default="auto", type=_language, help=LANGUAGE_HELP)
     p.add_argument("--text", required=True, help="the sentence to speak")
-    p.add_argument("--language", default="auto", choices=("en", "zh", "auto"))
+    p.add_argument("--language", default="auto", type=_language, help=LANGUAGE_HELP)
     p.add_argument("--out", required=True, help="output WAV (32 kHz, 16-bit)")
     p.add_argument("--top-k", type=int, default=15)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -458,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gptsovits_jax.config import ConfigError
     from gptsovits_jax.data.manifest import ManifestError
     from gptsovits_jax.infer import CompatibilityError
-    from gptsovits_jax.text.frontend import TextError
+    from gptsovits_jax.text.extras import MissingExtraError
     from gptsovits_jax.torch_checkpoint import CheckpointFormatError
     from gptsovits_jax.train.checkpoint import CheckpointMismatchError
     from gptsovits_jax.train.loop import TrainingDivergedError
@@ -473,6 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ManifestError,
         AudioError,
         TextError,
+        MissingExtraError,
         CompatibilityError,
         CheckpointMismatchError,
         TrainingDivergedError,

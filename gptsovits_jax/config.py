@@ -65,7 +65,7 @@ class AudioConfig:
 class TextConfig:
     """Text frontend: which languages the manifest may use."""
 
-    languages: tuple[str, ...] = ("en", "zh", "auto")
+    languages: tuple[str, ...] = ("en", "zh", "ja", "ko", "yue", "all_zh", "all_ja", "all_ko", "all_yue", "auto", "auto_yue")
     phoneme_vocab_size: int = 732
 
 

@@ -46,7 +46,7 @@ from gptsovits_jax.config import Config, to_dict
 from gptsovits_jax.data import preprocess
 from gptsovits_jax.models.gpt import generate
 from gptsovits_jax.models.sovits import SynthesizerTrn
-from gptsovits_jax.text.frontend import SUPPORTED_LANGUAGES, TextError, text_to_phonemes
+from gptsovits_jax.text.frontend import SUPPORTED_LANGUAGES, TextError, canonical_language, text_to_phonemes
 from gptsovits_jax.text.symbols import PUNCTUATION, symbols_to_ids
 from gptsovits_jax.train.checkpoint import CheckpointMismatchError, restore_train_state
 
@@ -230,8 +230,10 @@ def _check_settings(
 
 def _phoneme_ids(text: str, language: str, argument: str) -> np.ndarray:
     """Phoneme ids ``[L]`` of ``text``, ending in punctuation; errors name ``argument``."""
-    if language not in SUPPORTED_LANGUAGES:
-        raise TextError(f"{argument}: unsupported language {language!r}; expected one of {', '.join(SUPPORTED_LANGUAGES)}")
+    try:
+        language = canonical_language(language)
+    except TextError:
+        raise TextError(f"{argument}: unsupported language {language!r}; expected one of {', '.join(SUPPORTED_LANGUAGES)}") from None
     try:
         phonemes = text_to_phonemes(text, language)
     except TextError as err:
@@ -368,7 +370,8 @@ class Synthesizer:
 
         Args:
           reference: from :meth:`reference`.
-          text: what to say; language ``"en"``, ``"zh"`` or ``"auto"`` (split by script).
+          text: what to say; language one of ``text.frontend.LANGUAGES`` or an upstream spelling of one
+            (``"en"``, ``"zh"``, ``"ja"``/``"JP"``, ``"ko"``, ``"yue"``, ``"all_ja"``..., ``"auto"`` splits by script).
           top_k, top_p, temperature, repetition_penalty: GPT sampling (upstream's order and defaults).
           noise_scale: SoVITS prior temperature.
           max_seconds: cap on the generated audio; the GPT stops after ``floor(max_seconds * 25)`` tokens.
@@ -465,7 +468,7 @@ def synthesize(
       gpt_ckpt, sovits_ckpt: run directories, their ``checkpoints``/``best`` folders or one step's folder.
       ref_wav: reference audio (any format soundfile reads); ``ref_text`` its transcript.
       text: what to say.
-      ref_language, language: ``"en"``, ``"zh"`` or ``"auto"``.
+      ref_language, language: one of ``text.frontend.LANGUAGES`` or an upstream spelling of one.
       top_k, top_p, temperature, repetition_penalty, noise_scale, max_seconds, seed: as
         :meth:`Synthesizer.synthesize`.
 

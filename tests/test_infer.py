@@ -242,3 +242,16 @@ def test_unusable_text_names_the_argument(checkpoints, ref_wav, tmp_path, ref_te
 def test_out_of_range_setting_names_it(synthesizer, reference, setting, value):
     with pytest.raises(ValueError, match=f"^{setting}: "):
         synthesizer.synthesize(reference, TEXT, "en", **{setting: value})
+
+
+@pytest.mark.parametrize(
+    ("text", "spelling", "language"),
+    [("こんにちは", "JP", "ja"), ("안녕하세요", "KO", "ko"), ("你好", "YUE", "yue"), ("今日はNice", "auto", "auto")],
+)
+def test_phoneme_ids_accept_upstream_spellings_and_end_in_punctuation(text, spelling, language):
+    from gptsovits_jax.text.frontend import text_to_phonemes
+
+    ids = infer._phoneme_ids(text, spelling, "text")
+    phonemes = text_to_phonemes(text, language)
+    assert ids.tolist()[: len(phonemes)] == [SYMBOL_TO_ID[p] for p in phonemes]
+    assert ids[-1] == SYMBOL_TO_ID["."]

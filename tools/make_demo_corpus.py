@@ -1,9 +1,10 @@
 """Synthesise the embedded demo corpus ``data/demo/`` with espeak-ng.
 
 Three speakers read sentences written for this project: ``ava`` and ``ben``
-read English, ``mei`` reads English and Mandarin (a mixed-language speaker,
-as in upstream corpora). Audio is stored as 16-bit mono FLAC at espeak-ng's
-native 22050 Hz, so the training pipeline's resampling to 32 kHz is exercised.
+read English, ``mei`` reads English and Mandarin, plus a few lines each of
+Japanese, Korean and Cantonese (a mixed-language speaker, as in upstream
+corpora). Audio is stored as 16-bit mono FLAC at espeak-ng's native 22050 Hz,
+so the training pipeline's resampling to 32 kHz is exercised.
 
 Deterministic and idempotent: the same espeak-ng version gives byte-identical
 files; a file is only rewritten when its bytes change, and FLAC files under the
@@ -54,7 +55,12 @@ class Speaker:
 SPEAKERS = (
     Speaker("ava", {"en": "en-us+f2"}, words_per_minute=175, pitch=62),
     Speaker("ben", {"en": "en-gb+m3"}, words_per_minute=165, pitch=38),
-    Speaker("mei", {"en": "en-us+f4", "zh": "cmn-latn-pinyin+f4"}, words_per_minute=168, pitch=56),
+    Speaker(
+        "mei",
+        {"en": "en-us+f4", "zh": "cmn-latn-pinyin+f4", "ja": "ja+f4", "ko": "ko+f4", "yue": "yue+f4"},
+        words_per_minute=168,
+        pitch=56,
+    ),
 )
 
 ENGLISH = (
@@ -165,6 +171,28 @@ MANDARIN = (
     "周末我们一起去公园散步吧！",
 )
 
+# espeak-ng 1.51's ``ja`` voice reads kana but spells kanji out in English ("Chinese letter"),
+# so the Japanese lines are kana only, and avoid the particles は and へ, which it reads as
+# written (ha, he) where Japanese says wa, e.
+JAPANESE = (
+    "おはようございます。",
+    "ありがとうございます！",
+    "すみません、もういちどおねがいします。",
+)
+
+KOREAN = (
+    "안녕하세요.",
+    "감사합니다!",
+    "오늘 날씨가 좋네요.",
+)
+
+# Traditional characters with Cantonese words (哋, 嘢, 唔該), as Hong Kong writes.
+CANTONESE = (
+    "你好，我哋今日去飲茶。",
+    "佢講嘢好快。",
+    "唔該晒，多謝你！",
+)
+
 
 @dataclass(frozen=True)
 class Item:
@@ -178,9 +206,10 @@ class Item:
 
 
 def plan_corpus() -> list[Item]:
-    """Assign every sentence to a speaker: 34 utterances each.
+    """Assign every sentence to a speaker: 34 utterances each for ``ava`` and ``ben``, 43 for ``mei``.
 
-    ``mei`` reads every fourth English sentence and all Mandarin ones; ``ava``
+    ``mei`` reads every fourth English sentence and all Mandarin, Japanese, Korean and
+    Cantonese ones (those last, so adding them numbered no earlier file anew); ``ava``
     and ``ben`` alternate over the rest. Speaking rate varies by -8/0/+8 words
     per minute along each speaker's utterances for some prosodic variety.
     """
@@ -195,6 +224,8 @@ def plan_corpus() -> list[Item]:
             alternate += 1
         assignments.append((speaker, "en", text))
     assignments.extend((mei, "zh", text) for text in MANDARIN)
+    for language, sentences in (("ja", JAPANESE), ("ko", KOREAN), ("yue", CANTONESE)):
+        assignments.extend((mei, language, text) for text in sentences)
 
     counters = {speaker.name: 0 for speaker in SPEAKERS}
     items = []

@@ -5,8 +5,10 @@ One utterance per line, UTF-8 (a byte-order mark is tolerated)::
     wav_path|speaker|language|text
 
 ``wav_path`` is absolute or relative to the list file's directory; blank lines
-and lines starting with ``#`` are skipped. Language codes are upstream's
-(``zh``/``ZH``, ``en``/``EN``/``En``, ``auto``) and are normalised to lower case.
+and lines starting with ``#`` are skipped. Language codes are upstream's in any
+case (``zh``/``ZH``, ``en``/``EN``/``En``, ``ja``/``JA``/``jp``/``JP``, ``ko``/``KO``,
+``yue``/``YUE``, ``all_zh``/``all_ja``/``all_ko``/``all_yue``, ``auto``, ``auto_yue``)
+and are normalised to ``text.frontend.LANGUAGES`` (``JP`` -> ``ja``).
 
 Validation checks every line and never stops at the first problem, so one run
 reports everything a user has to fix: malformed lines, missing, corrupt, empty
@@ -32,7 +34,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-KNOWN_LANGUAGES = ("en", "zh", "auto")
+from gptsovits_jax.text.frontend import LANGUAGE_SPELLINGS, LANGUAGES
+
+KNOWN_LANGUAGES = LANGUAGES
 FIELDS = ("wav_path", "speaker", "language", "text")
 # A file whose peak stays below -60 dBFS holds no usable speech.
 SILENCE_PEAK = 1e-3
@@ -127,7 +131,8 @@ def parse_manifest(list_path: str | os.PathLike) -> tuple[list[Utterance], list[
             continue
         wav_path = Path(os.path.normpath(base_dir / wav_field))
         key = utterance_key(wav_path, base_dir)
-        utterances.append(Utterance(line_no, key, wav_path, speaker, language.lower(), text))
+        language = LANGUAGE_SPELLINGS.get(language.lower(), language.lower())
+        utterances.append(Utterance(line_no, key, wav_path, speaker, language, text))
     return utterances, rejected
 
 
@@ -166,11 +171,17 @@ def audio_problems(wav_path: Path, min_seconds: float, max_seconds: float) -> li
 
 
 def text_problems(text: str, language: str, phonemize: Phonemize) -> list[str]:
-    """Why a text is unusable: the frontend raises a ``ValueError`` or returns no phonemes."""
+    """Why a text is unusable: the frontend raises a ``ValueError`` or returns no phonemes.
+
+    A missing optional extra (an ``ImportError`` naming the ``pip install``) rejects the line
+    too, so a corpus with a few lines in a language whose extra is absent still prepares the rest.
+    """
     try:
         phonemes = phonemize(text, language)
     except ValueError as error:
-        return [f"text frontend: {error}"]
+        return [f"text frontend ({language}): {error}"]
+    except ImportError as error:
+        return [f"text frontend ({language}) unavailable: {error}"]
     return [] if len(phonemes) else ["text yields no phonemes"]
 
 
@@ -188,6 +199,7 @@ def validate_manifest(
     sharing a key the first keeps it and later ones are rejected. Durations are
     in seconds; ``phonemize(text, language)`` is the text frontend.
     """
+    languages = [LANGUAGE_SPELLINGS.get(language.lower(), language.lower()) for language in languages]
     unknown = sorted(set(languages) - set(KNOWN_LANGUAGES))
     if unknown:
         raise ValueError(f"languages {unknown} are not supported; choose from {list(KNOWN_LANGUAGES)}")

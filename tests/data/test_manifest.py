@@ -19,6 +19,7 @@ from gptsovits_jax.data.manifest import (
     validate_manifest,
     write_rejections,
 )
+from gptsovits_jax.text.frontend import LANGUAGES, text_to_phonemes
 
 RATE = 16000
 LIMITS = {"languages": ("en", "zh", "auto"), "min_seconds": 0.5, "max_seconds": 3.0}
@@ -95,7 +96,7 @@ EXPECTED_REASONS = {
     7: ("long.wav", "duration 4.00 s outside [0.5, 3.0] s"),
     8: ("ja.wav", "unsupported language 'ja'"),
     9: ("nophones.wav", "text yields no phonemes"),
-    10: ("frontend.wav", "text frontend: cannot normalise 'A <bad> sentence.' as en"),
+    10: ("frontend.wav", "text frontend (en): cannot normalise 'A <bad> sentence.' as en"),
     11: ("good1.wav", "duplicate key 'wavs__good1', already used by line 1"),
     13: ("truncated.flac", "audio data unreadable"),
 }
@@ -194,12 +195,38 @@ def test_bom_comments_blank_lines_and_crlf_are_tolerated(tmp_path: Path):
     ]
 
 
-@pytest.mark.parametrize(("code", "normalised"), [("zh", "zh"), ("ZH", "zh"), ("en", "en"), ("EN", "en"), ("En", "en"), ("auto", "auto")])
+UPSTREAM_SPELLINGS = [
+    ("zh", "zh"),
+    ("ZH", "zh"),
+    ("en", "en"),
+    ("EN", "en"),
+    ("En", "en"),
+    ("ja", "ja"),
+    ("JA", "ja"),
+    ("jp", "ja"),
+    ("JP", "ja"),
+    ("ko", "ko"),
+    ("Ko", "ko"),
+    ("KO", "ko"),
+    ("yue", "yue"),
+    ("Yue", "yue"),
+    ("YUE", "yue"),
+    ("all_zh", "all_zh"),
+    ("all_ja", "all_ja"),
+    ("all_ko", "all_ko"),
+    ("all_yue", "all_yue"),
+    ("auto", "auto"),
+    ("auto_yue", "auto_yue"),
+]
+
+
+@pytest.mark.parametrize(("code", "normalised"), UPSTREAM_SPELLINGS)
 def test_upstream_language_codes_are_normalised(tmp_path: Path, code: str, normalised: str):
     write_tone(tmp_path / "a.wav", 1.0)
     list_path = write_list(tmp_path / "x.list", [f"a.wav|s|{code}|Hello."])
+    limits = {**LIMITS, "languages": [normalised for _, normalised in UPSTREAM_SPELLINGS]}
 
-    good, rejected = validate_manifest(read_manifest(list_path), phonemize=fake_phonemize, **LIMITS)
+    good, rejected = validate_manifest(read_manifest(list_path), phonemize=fake_phonemize, **limits)
 
     assert [u.language for u in good] == [normalised]
     assert rejected == []
@@ -276,8 +303,8 @@ def test_empty_manifest_has_nothing_usable(tmp_path: Path):
 
 
 def test_unknown_configured_language_is_a_clear_error(tmp_path: Path):
-    with pytest.raises(ValueError, match=r"languages \['ja'\] are not supported"):
-        validate_manifest([], languages=("en", "ja"), min_seconds=0.5, max_seconds=3.0, phonemize=fake_phonemize)
+    with pytest.raises(ValueError, match=r"languages \['fr'\] are not supported"):
+        validate_manifest([], languages=("en", "fr"), min_seconds=0.5, max_seconds=3.0, phonemize=fake_phonemize)
 
 
 def test_demo_corpus_is_complete_and_valid(repo_root: Path, tiny_config):
@@ -285,13 +312,18 @@ def test_demo_corpus_is_complete_and_valid(repo_root: Path, tiny_config):
     data = tiny_config.data
 
     good, rejected = load_and_validate(
-        list_path, languages=("en", "zh"), min_seconds=data.min_seconds, max_seconds=data.max_seconds, phonemize=fake_phonemize
+        list_path,
+        languages=tiny_config.text.languages,
+        min_seconds=data.min_seconds,
+        max_seconds=data.max_seconds,
+        phonemize=strict_phonemize,
     )
 
     assert rejected == [], format_report(list_path, good, rejected)
     languages = Counter(u.language for u in good)
     speakers = Counter(u.speaker for u in good)
     assert languages["en"] >= 80 and languages["zh"] >= 8, languages
+    assert languages["ja"] >= 2 and languages["ko"] >= 2 and languages["yue"] >= 2, languages
     assert len(speakers) >= 2 and min(speakers.values()) >= 20, speakers
     for utterance in good:
         assert utterance.wav_path.is_relative_to(list_path.parent)
@@ -299,3 +331,68 @@ def test_demo_corpus_is_complete_and_valid(repo_root: Path, tiny_config):
         assert (info.samplerate, info.channels, info.format, info.subtype) == (22050, 1, "FLAC", "PCM_16"), utterance
         assert 1.0 <= info.duration <= 8.0, (utterance, info.duration)
     assert 240.0 <= sum(sf.info(u.wav_path).duration for u in good) <= 420.0
+
+
+def strict_phonemize(text: str, language: str) -> list[str]:
+    """The real frontend as preprocessing calls it."""
+    return text_to_phonemes(text, language, strict=True)
+
+
+REAL_FRONTEND_LINES = {
+    # line: (list line, rejection reason or None when the line is usable)
+    1: ("a.wav|s|ja|今日はいい天気ですね。", None),
+    2: ("b.wav|s|JP|東京タワー。", None),
+    3: ("c.wav|s|KO|안녕하세요.", None),
+    4: ("d.wav|s|YUE|佢個鋤頭太短啦。", None),
+    5: ("e.wav|s|auto|我喜欢 Python，今日はいい天気。", None),
+    6: ("f.wav|s|zh|我喜欢Python。", "text frontend (zh): text in a language other than 'zh': 'Python' (Latin letters)"),
+    7: ("g.wav|s|ja|今日は안녕。", "text frontend (ja): text in a language other than 'ja': '안녕' (Hangul)"),
+    8: ("h.wav|s|ja|「」", "text frontend (ja): characters the frontend cannot read: '「」' in 'ja'"),
+    9: ("i.wav|s|yue|你好艹。", "text frontend (yue): characters the 'yue' frontend cannot read: '艹'"),
+    10: ("j.wav|s|zh|？！……", "text frontend (zh): text '？！……' yields no phonemes in language 'zh'"),
+    11: ("k.wav|s|ko|안녕 漢字", "text frontend (ko): text in a language other than 'ko': '漢字' (Chinese characters)"),
+    12: ("l.wav|s|all_ko|TV를 봤어요.", None),
+    13: ("m.wav|s|fr|Bonjour.", "unsupported language 'fr'"),
+}
+
+
+def test_real_frontend_rejections_name_the_language_and_the_characters(tmp_path: Path):
+    lines = []
+    for line, _ in REAL_FRONTEND_LINES.values():
+        write_tone(tmp_path / line.split("|")[0], 1.0)
+        lines.append(line)
+    list_path = write_list(tmp_path / "x.list", lines)
+    rejected_path = tmp_path / "rejected.tsv"
+
+    good, _ = load_and_validate(
+        list_path, languages=LANGUAGES, min_seconds=0.5, max_seconds=3.0, phonemize=strict_phonemize, rejected_path=rejected_path
+    )
+
+    assert [u.line_no for u in good] == [n for n, (_, reason) in REAL_FRONTEND_LINES.items() if reason is None]
+    assert [u.language for u in good] == ["ja", "ja", "ko", "yue", "auto", "all_ko"]
+    rows = rejected_path.read_text(encoding="utf-8").splitlines()
+    assert rows[0] == "line\tpath\treason"
+    by_line = {int(row.split("\t")[0]): row.split("\t")[2] for row in rows[1:]}
+    assert sorted(by_line) == [n for n, (_, reason) in REAL_FRONTEND_LINES.items() if reason is not None]
+    for line_no, reason in by_line.items():
+        assert REAL_FRONTEND_LINES[line_no][1] in reason, (line_no, reason)
+
+
+def test_missing_extra_rejects_the_line_with_the_pip_install(tmp_path: Path):
+    from gptsovits_jax.text.extras import MissingExtraError
+
+    def phonemize(text: str, language: str) -> list[str]:
+        if language == "ja":
+            raise MissingExtraError("the 'ja' text frontend needs ..., install them with pip install 'gptsovits-jax[ja]'")
+        return strict_phonemize(text, language)
+
+    write_tone(tmp_path / "a.wav", 1.0)
+    write_tone(tmp_path / "b.wav", 1.0)
+    list_path = write_list(tmp_path / "x.list", ["a.wav|s|ja|こんにちは。", "b.wav|s|en|Hello there."])
+
+    good, rejected = validate_manifest(read_manifest(list_path), languages=LANGUAGES, min_seconds=0.5, max_seconds=3.0, phonemize=phonemize)
+
+    assert [u.language for u in good] == ["en"]
+    assert "text frontend (ja) unavailable" in rejected[0].reason
+    assert "pip install 'gptsovits-jax[ja]'" in rejected[0].reason
+    assert "; " not in rejected[0].reason  # one problem: preprocessing splits a reason at "; "

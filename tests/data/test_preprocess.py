@@ -286,3 +286,25 @@ def test_summary_is_printed_with_counts(built, corpus, capsys):
 )
 def test_reason_category_drops_particulars(reason, category):
     assert preprocess.reason_category(reason) == category
+
+
+def test_japanese_korean_and_cantonese_lines_are_preprocessed_with_their_frontends(tiny_config, tmp_path):
+    new_languages = [i for i, line in enumerate(demo_lines()) if line.split("|")[2] in ("ja", "ko", "yue")]
+    (tmp_path / "extra").mkdir()
+    shutil.copy(DEMO / "mei" / "035.flac", tmp_path / "extra" / "mixed.flac")
+    shutil.copy(DEMO / "mei" / "036.flac", tmp_path / "extra" / "wrong.flac")
+    mixed = ["extra/mixed.flac|mei|auto|おはよう、Good morning。"]
+    wrong = ["extra/wrong.flac|mei|zh|ありがとうございます！"]
+    list_path = demo_subset(tmp_path, line_indices=new_languages, extra_lines=[*mixed, *wrong])
+    config = with_data(tiny_config, eval_utterances=0)
+
+    summary = preprocess.preprocess(config, list_path=list_path, cache_dir=tmp_path / "cache", num_workers=1, progress=False)
+
+    assert (summary.kept, summary.rejected) == (len(new_languages) + 1, 1)
+    index = preprocess.load_index(tmp_path / "cache")
+    table = preprocess.load_phonemes(tmp_path / "cache")
+    assert [u["language"] for u in index["utterances"]] == ["ja"] * 3 + ["ko"] * 3 + ["yue"] * 3 + ["auto"]
+    for u in index["utterances"]:
+        np.testing.assert_array_equal(table[u["key"]], text_to_ids(u["text"], u["language"]))
+    rows = (tmp_path / "cache" / "rejected.tsv").read_text(encoding="utf-8").splitlines()
+    assert "text frontend (zh): text in a language other than 'zh': 'ありがとうございます' (kana)" in rows[1]

@@ -1,20 +1,65 @@
 """The frontend entry points: language dispatch, mixed text, upstream's cleaner rules, errors, ids."""
 
+import builtins
+import importlib
+import sys
+
 import pytest
 
+from gptsovits_jax.text import extras
 from gptsovits_jax.text.frontend import (
+    LANGUAGES,
     SUPPORTED_LANGUAGES,
     TextError,
+    canonical_language,
     clean_text,
     split_by_script,
     text_to_ids,
     text_to_phonemes,
 )
-from gptsovits_jax.text.symbols import SYMBOLS
+from gptsovits_jax.text.symbols import SYMBOL_TO_ID, SYMBOLS
 
 
 def test_supported_languages():
-    assert SUPPORTED_LANGUAGES == ("en", "zh", "auto")
+    assert SUPPORTED_LANGUAGES == LANGUAGES
+    assert LANGUAGES == ("en", "zh", "ja", "ko", "yue", "all_zh", "all_ja", "all_ko", "all_yue", "auto", "auto_yue")
+
+
+@pytest.mark.parametrize(
+    ("spelling", "language"),
+    [
+        ("ZH", "zh"),
+        ("zh", "zh"),
+        ("EN", "en"),
+        ("En", "en"),
+        ("JA", "ja"),
+        ("ja", "ja"),
+        ("JP", "ja"),
+        ("jp", "ja"),
+        ("KO", "ko"),
+        ("Ko", "ko"),
+        ("yue", "yue"),
+        ("YUE", "yue"),
+        ("Yue", "yue"),
+        ("all_zh", "all_zh"),
+        ("all_ja", "all_ja"),
+        ("all_ko", "all_ko"),
+        ("all_yue", "all_yue"),
+        ("auto", "auto"),
+        ("auto_yue", "auto_yue"),
+        ("AUTO", "auto"),
+    ],
+)
+def test_upstream_spellings(spelling, language):
+    assert canonical_language(spelling) == language
+
+
+@pytest.mark.parametrize(
+    ("text", "spelling"),
+    [("こんにちは。", "JP"), ("안녕하세요.", "KO"), ("你好。", "YUE"), ("你好。", "ZH"), ("Hello there.", "EN")],
+)
+def test_spellings_give_the_same_phonemes(text, spelling):
+    assert text_to_phonemes(text, spelling) == text_to_phonemes(text, canonical_language(spelling))
 
 
 @pytest.mark.parametrize(
@@ -74,7 +119,7 @@ def test_text_to_ids_uses_the_table():
     assert [SYMBOLS[i] for i in ids] == text_to_phonemes("我喜欢 Python 3", "auto")
 
 
-@pytest.mark.parametrize("language", ["ja", "EN", "", "yue", None])
+@pytest.mark.parametrize("language", ["fr", "", "zh-cn", "all_en", None])
 def test_unsupported_language(language):
     with pytest.raises(TextError, match="unsupported language"):
         text_to_phonemes("hello", language)
@@ -111,3 +156,140 @@ def test_non_string_text():
 
 def test_text_error_is_a_value_error():
     assert issubclass(TextError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "runs"),
+    [
+        ("今日はNiceです", "auto", [("ja", "今日は"), ("en", "Nice"), ("ja", "です")]),
+        ("안녕하세요 hello 你好", "auto", [("ko", "안녕하세요 "), ("en", "hello "), ("zh", "你好")]),
+        ("안녕하세요 hello 你好", "auto_yue", [("ko", "안녕하세요 "), ("en", "hello "), ("yue", "你好")]),
+        # kanji next to kana in one clause are Japanese; after a clause end they are Chinese again
+        ("東京タワー。你好", "auto", [("ja", "東京タワー。"), ("zh", "你好")]),
+        # all_*: Latin runs are English, everything else the named language
+        ("TV를 봤어요.", "all_ko", [("en", "TV"), ("ko", "를 봤어요.")]),
+        ("私はNHKで働く", "all_ja", [("ja", "私は"), ("en", "NHK"), ("ja", "で働く")]),
+        ("我喜欢 Python", "all_yue", [("yue", "我喜欢 "), ("en", "Python")]),
+        ("2024", "all_ja", [("ja", "2024")]),
+    ],
+)
+def test_split_by_script_languages(text, language, runs):
+    assert split_by_script(text, language) == runs
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("今日はNiceです", "auto"),
+        ("안녕 hello 你好", "auto_yue"),
+        ("TV를 봤어요.", "all_ko"),
+        ("私はNHKで働く", "all_ja"),
+        ("佢好叻 OK", "all_yue"),
+    ],
+)
+def test_mixed_runs_are_each_read_in_their_language(text, language):
+    expected = []
+    for run_language, run in split_by_script(text, language):
+        expected += text_to_phonemes(run, run_language)
+    phonemes = text_to_phonemes(text, language)
+    assert phonemes == expected
+    assert all(p in SYMBOL_TO_ID for p in phonemes)
+
+
+def test_word2ph_is_kept_for_a_single_cantonese_run():
+    assert clean_text("你好", "all_yue").word2ph == [2, 2]
+    assert clean_text("你好 ok", "all_yue").word2ph is None
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "message"),
+    [
+        ("我喜欢Python", "zh", "text in a language other than 'zh': 'Python' (Latin letters)"),
+        ("你好，안녕", "zh", "'안녕' (Hangul)"),
+        ("今日は안녕", "ja", "text in a language other than 'ja': '안녕' (Hangul)"),
+        ("안녕 漢字", "ko", "'漢字' (Chinese characters)"),
+        ("你好こんにちは", "yue", "'こんにちは' (kana)"),
+        ("Hello 你好", "en", "'你好' (Chinese characters)"),
+        ("今日は「いい」天気", "ja", "characters the frontend cannot read: '「」' in 'ja'"),
+        ("안녕 「친구」", "ko", "characters the frontend cannot read: '「」' in 'ko'"),
+        ("噷好", "zh", "characters the frontend cannot read: '噷' in 'zh'"),
+        ("Nice, 今日は「いい」", "auto", "'「」' in 'ja'"),
+    ],
+)
+def test_strict_rejects_other_scripts_and_unreadable_characters(text, language, message):
+    clean_text(text, language)  # lenient by default, as at inference
+    with pytest.raises(TextError) as caught:
+        clean_text(text, language, strict=True)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [("我喜欢 Python", "auto"), ("今日はNHKで働く。", "ja"), ("TV를 봤어요.", "ko"), ("佢好叻。", "yue"), ("Hello.", "en")],
+)
+def test_strict_accepts_readable_text(text, language):
+    assert clean_text(text, language, strict=True).phonemes
+
+
+@pytest.mark.parametrize(
+    ("language", "module", "extra"),
+    [("ja", "pyopenjtalk", "ja"), ("ko", "mecab_ko", "ko"), ("yue", "ToJyutping", "yue"), ("all_yue", "ToJyutping", "yue")],
+)
+def test_missing_extra_names_the_pip_install(monkeypatch, language, module, extra):
+    real_import, real_import_module = builtins.__import__, importlib.import_module
+
+    def blocked(name):
+        if name == module or name.startswith(module + "."):
+            raise ModuleNotFoundError(f"No module named {module!r}")
+
+    def failing_import(name, *args, **kwargs):
+        blocked(name)
+        return real_import(name, *args, **kwargs)
+
+    def failing_import_module(name, package=None):
+        blocked(name)
+        return real_import_module(name, package)
+
+    from gptsovits_jax.text import cantonese, japanese, korean
+
+    # the frontends cache their libraries; forget them so the next import is attempted (and fails)
+    for cached in (japanese._openjtalk, korean._tools, cantonese._converters):
+        cached.cache_clear()
+    for name in [n for n in sys.modules if n == module or n.startswith(module + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(builtins, "__import__", failing_import)
+    monkeypatch.setattr(importlib, "import_module", failing_import_module)
+    text = {"ja": "こんにちは", "ko": "안녕", "yue": "你好", "all_yue": "你好"}[language]
+    with pytest.raises(extras.MissingExtraError, match=rf"pip install 'gptsovits-jax\[{extra}\]'") as caught:
+        clean_text(text, language)
+    assert "; " not in str(caught.value)
+
+
+def test_english_and_mandarin_need_no_extra(monkeypatch):
+    blocked = ("pyopenjtalk", "g2pk2", "jamo", "mecab_ko", "ToJyutping", "hanziconv")
+    real_import = builtins.__import__
+
+    def failing_import(name, *args, **kwargs):
+        if name.split(".")[0] in blocked:
+            raise ModuleNotFoundError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", failing_import)
+    assert text_to_phonemes("Hello 你好", "auto")
+    assert text_to_phonemes("你好", "zh")
+
+
+def test_strict_rejects_phonemes_outside_the_table(monkeypatch):
+    from gptsovits_jax.text import frontend
+
+    monkeypatch.setitem(frontend._CLEANERS, "en", lambda text: frontend.CleanedText(["HH", "XX1", "AY1"], None, text))
+    assert text_to_phonemes("hi", "en") == ["HH", "UNK", "AY1"]  # lenient: UNK, as upstream's cleaner
+    with pytest.raises(TextError, match=r"phonemes outside the 732-symbol table \(they would be UNK\) in 'en': 'XX1'"):
+        text_to_phonemes("hi", "en", strict=True)
+
+
+def test_strict_messages_are_one_problem_each():
+    # preprocessing joins a line's problems with "; " and counts them by that separator
+    with pytest.raises(TextError) as caught:
+        clean_text("我喜欢Python。", "zh", strict=True)
+    assert "; " not in str(caught.value)

@@ -35,7 +35,7 @@ def test_normalize_english(text, normalized):
 @pytest.mark.parametrize(
     ("text", "normalized"),
     [
-        ("今天是2024年，气温-3.5度，湿度50%！", "今天是二零二四年,气温负三点五度,湿度百分之五十!"),
+        ("今天是2024年，气温-3.5度，湿度50%！", "今天是二零二四年,气温零下三点五度,湿度百分之五十!"),
         ("我有3个苹果...真的吗？？", "我有三个苹果…真的吗?"),
         ("嗯，好的~", "恩,好的…"),
         ("呣", "母"),
@@ -44,6 +44,9 @@ def test_normalize_english(text, normalized):
         ("Hello世界（你好）", "世界你好"),
         ("一：二；三/四—五", "一,二,三,四-五"),
         ("你好\n再见", "你好.再见"),
+        # clock times, fractions and ranges as upstream's zh_normalization reads them
+        ("会议8:30开始，9:05结束", "会议八点半开始,九点零五分结束"),
+        ("1/3的人，等2~3天", "三分之一的人,等二到三天"),
     ],
 )
 def test_normalize_chinese(text, normalized):
