@@ -89,7 +89,7 @@ class DataConfig:
     max_phonemes: int = 540
     eval_utterances: int = 4
     num_workers: int = 2
-    bucket_boundaries: tuple[int, ...] = (32, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300, 1400, 1500, 1600, 1700, 1800, 1900)
+    bucket_boundaries: tuple[int, ...] = (32, 300, 500, 800, 1200, 1900)
     split_seed: int = 1234
 
 

@@ -19,9 +19,9 @@ Bucketing (upstream's ``DistributedBucketSampler``): SoVITS buckets are the fram
 ``(b_0, b_1], (b_1, b_2], ...`` of ``data.bucket_boundaries``; utterances of at most ``b_0`` or
 more than the last boundary frames are dropped with a warning. A bucket's batches are padded to
 its upper boundary (rounded up to even), so every batch has one of ``len(boundaries) - 1``
-shapes, i.e. that many compilations of the step. GPT buckets are token ranges ``(0, c_0],
-(c_0, c_1], ...`` with ``c_i = ceil(b_i / 2)`` plus ``gpt_train.max_semantic_tokens`` as the last
-upper bound (longer utterances dropped). Phoneme slots are a function of the bucket:
+shapes, i.e. that many compilations of the step. GPT buckets are token ranges ``(0, c_1],
+(c_1, c_2], ...`` with ``c_i = ceil(b_i / 2)`` (the first boundary, a lower bound, gives no bucket)
+plus ``gpt_train.max_semantic_tokens`` as the last upper bound (longer utterances dropped). Phoneme slots are a function of the bucket:
 ``L = min(T / 2, max_phonemes)`` and ``Tx = min(Ty, max_phonemes)``, which hold every kept
 utterance because preprocessing caps the phoneme rate at 25 per second (``phonemes <= T / 2``).
 
@@ -83,9 +83,9 @@ def sovits_buckets(config: Config) -> Buckets:
 
 
 def gpt_buckets(config: Config) -> Buckets:
-    """Token buckets: ``ceil(b / 2)`` of every frame boundary up to, and ending at, ``max_semantic_tokens``."""
+    """Token buckets: ``ceil(b / 2)`` of every frame boundary but the first, up to and ending at ``max_semantic_tokens``."""
     cap = config.gpt_train.max_semantic_tokens
-    uppers = sorted({min(math.ceil(b / 2), cap) for b in config.data.bucket_boundaries} | {cap})
+    uppers = sorted({min(math.ceil(b / 2), cap) for b in config.data.bucket_boundaries[1:]} | {cap})
     return Buckets(lower=0, uppers=tuple(uppers))
 
 

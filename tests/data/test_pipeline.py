@@ -66,9 +66,10 @@ def test_buckets_assign_half_open_ranges_and_drop_outside():
 def test_bucket_shapes_follow_the_config(config, v2_config):
     config = with_data(config, bucket_boundaries=(32, 100, 150, 200, 300, 400, 600))
     assert pipeline.sovits_buckets(config).uppers == (100, 150, 200, 300, 400, 600)
-    assert pipeline.gpt_buckets(config) == pipeline.Buckets(0, (16, 50, 75, 100, 150, 200, 300))
-    v2 = pipeline.gpt_buckets(v2_config)
-    assert v2.uppers[0] == 16 and v2.uppers[-2:] == (950, 1350)
+    assert pipeline.gpt_buckets(config) == pipeline.Buckets(0, (50, 75, 100, 150, 200, 300))
+    # v2: five SoVITS step shapes and six GPT ones (the last for utterances of 38 to 54 s).
+    assert len(pipeline.sovits_buckets(v2_config).uppers) == 5
+    assert pipeline.gpt_buckets(v2_config).uppers == (150, 250, 400, 600, 950, 1350)
     odd = with_data(config, bucket_boundaries=(31, 99, 151))
     assert pipeline.sovits_buckets(odd) == pipeline.Buckets(31, (100, 152))
 

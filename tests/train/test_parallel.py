@@ -19,6 +19,9 @@ from gptsovits_jax.optim import param_path
 from gptsovits_jax.train.checkpoint import restore_train_state
 from gptsovits_jax.train.metrics_log import read_metrics
 
+# One worker runs this module, so its expensive module-scoped fixture is built once (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("parallel")
+
 WORKER = Path(__file__).with_name("parallel_worker.py")
 REPO = Path(__file__).resolve().parents[2]
 # The worker's ``loop`` mode: FIRST_STEPS steps, then a resumed run to LOOP_STEPS.
