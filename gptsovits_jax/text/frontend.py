@@ -21,6 +21,7 @@ __all__ = [
     "SUPPORTED_LANGUAGES",
     "CleanedText",
     "TextError",
+    "clean_runs",
     "clean_text",
     "split_by_script",
     "text_to_ids",
@@ -89,14 +90,27 @@ def _clean_chinese(text: str) -> CleanedText:
     return CleanedText(phones, word2ph, norm_text)
 
 
+def _mixed_runs(text: str) -> list[tuple[str, CleanedText]]:
+    return [(language, _clean_chinese(run) if language == "zh" else _clean_english(run)) for language, run in split_by_script(text)]
+
+
 def _clean_mixed(text: str) -> CleanedText:
-    phones: list[str] = []
-    norm_parts: list[str] = []
-    for language, run in split_by_script(text):
-        part = _clean_chinese(run) if language == "zh" else _clean_english(run)
-        phones += part.phonemes
-        norm_parts.append(part.norm_text)
-    return CleanedText(phones, None, " ".join(p for p in norm_parts if p))
+    parts = [part for _, part in _mixed_runs(text)]
+    phones = [p for part in parts for p in part.phonemes]
+    return CleanedText(phones, None, " ".join(part.norm_text for part in parts if part.norm_text))
+
+
+def clean_runs(text: str, language: str) -> list[tuple[str, CleanedText]]:
+    """``clean_text`` run by run: ``[(run language "zh" or "en", CleanedText), ...]``.
+
+    One run for "zh" and "en"; for "auto" the script runs of :func:`split_by_script`. The runs'
+    phonemes, concatenated, are ``clean_text(text, language).phonemes`` (with the same "UNK"
+    replacement); each "zh" run carries its ``word2ph`` and normalised text, which the BERT
+    features of that run need (upstream computes them per language segment).
+    """
+    clean_text(text, language)  # the same validation and errors
+    runs = _mixed_runs(text) if language == "auto" else [(language, (_clean_chinese if language == "zh" else _clean_english)(text))]
+    return [(lang, part._replace(phonemes=[p if p in SYMBOL_TO_ID else UNK for p in part.phonemes])) for lang, part in runs]
 
 
 def clean_text(text: str, language: str) -> CleanedText:
