@@ -45,7 +45,8 @@ BERT features (``text.bert_path``): upstream's ``hidden_states[-3]`` per phoneme
 of each kept utterance (:mod:`gptsovits_jax.data.bert_features`), zeros for other runs; utterances
 without Chinese get no file (zeros at training time, as upstream). They run in this process on JAX's
 default device, 64 utterances per batched call; a file whose stored identity (the extractor's weights,
-vocabulary and code fingerprint), text and language match is reused, so a change of model re-extracts.
+vocabulary and code fingerprint), the text frontend's fingerprint, text and language match is reused,
+so a change of model re-extracts.
 Float16 storage, like upstream's half-precision ``3-bert`` files: relative rounding at most 2^-11.
 A text the vocabulary cannot read one token per character is rejected with its reason.
 ``index.json`` records the identity under ``bert`` (null without a BERT model).
@@ -524,12 +525,14 @@ def _compute_bert(kept: Sequence[_Kept], cache_dir: Path, extractor: Any, dim: i
     (cache_dir / BERT_DIR).mkdir(parents=True, exist_ok=True)
     for stale in (cache_dir / BERT_DIR).glob(f".*{_TMP_SUFFIX}"):
         stale.unlink(missing_ok=True)
+    # The frontend decides the normalised text and word2ph, hence the rows: a change of it recomputes.
+    frontend = frontend_fingerprint_inputs()
     with_bert, failures, todo = set(), {}, []
     for k in kept:
         utt = k.utterance
         if not _has_chinese(utt.text, utt.language):
             continue
-        meta = {"bert": extractor.identity, "text": utt.text, "language": utt.language, "dtype": BERT_STORAGE_DTYPE}
+        meta = {"bert": extractor.identity, "frontend": frontend, "text": utt.text, "language": utt.language, "dtype": BERT_STORAGE_DTYPE}
         if _read_meta(bert_feature_path(cache_dir, utt.key)) == meta:
             with_bert.add(utt.key)
         else:
@@ -722,7 +725,10 @@ def preprocess(
     with_bert: set[str] = set()
     bert_record = None
     if bert is not None:
-        with_bert, bert_failures, _ = _compute_bert(kept, cache_dir, bert, config.gpt.bert_dim, progress)
+        with_bert, bert_failures, bert_computed = _compute_bert(kept, cache_dir, bert, config.gpt.bert_dim, progress)
+        log.info(
+            "BERT features computed for %d utterances, reused for %d", bert_computed, len(with_bert) + len(bert_failures) - bert_computed
+        )
         rejected += [
             Rejection(k.utterance.line_no, str(k.utterance.wav_path), bert_failures[k.utterance.key])
             for k in kept
