@@ -120,6 +120,23 @@ def test_a_second_run_reuses_the_features_and_another_model_recomputes_them(conf
     preprocess.preprocess(config, list_path=list_path, cache_dir=cache, progress=False)  # back to the module's model
 
 
+@pytest.mark.parametrize(
+    ("override", "error", "match"),
+    [
+        ("text.bert_path={missing}", FileNotFoundError, r"BERT directory does not exist \(text.bert_path\)"),
+        ("gpt.bert_dim=1024", bert_model.BertConfigError, r"hidden_size 16 does not match gpt.bert_dim 1024"),
+    ],
+)
+def test_preprocessing_refuses_an_unusable_bert_directory_before_any_work(repo_root, tmp_path, override, error, match):
+    bad = load_config(repo_root / "configs/tiny.yaml", [*OVERRIDES, override.format(missing=tmp_path / "missing")])
+    list_path = tmp_path / "one.list"
+    shutil.copy(FIXTURES / "speech_cmn.wav", tmp_path / "a.wav")
+    list_path.write_text("a.wav|spk|zh|你好，天气很好。\n", encoding="utf-8")
+    with pytest.raises(error, match=match):
+        preprocess.preprocess(bad, list_path=list_path, cache_dir=tmp_path / "cache", progress=False)
+    assert not list((tmp_path / "cache" / "utterances").iterdir())
+
+
 def test_gpt_trains_on_the_cached_features(config, cache):
     data = pipeline.gpt_data(config, "train", cache)
     items = np.arange(len(data))[data.bucket_of == data.bucket_of[0]][: config.gpt_train.batch_size]
