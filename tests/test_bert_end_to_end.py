@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -42,6 +43,10 @@ OVERRIDES = [
     "ssl.extractor=hubert",
     "ssl.dim=32",
     f"ssl.hubert_path={HF / 'tiny-hubert-safetensors'}",
+    "discriminator.periods=[2]",
+    "discriminator.period_channels=[4, 8]",
+    "discriminator.scale_channels=[4, 8]",
+    "discriminator.scale_groups=[1, 2]",
     "data.eval_utterances=1",
     "data.bucket_boundaries=[32, 200]",
     "gpt_train.batch_size=4",
@@ -176,10 +181,24 @@ def test_gpt_data_refuses_a_cache_without_bert_features_when_the_config_names_a_
         pipeline.gpt_data(config, "train", other_cache)
 
 
+def random_state(create, config):
+    """A train state of ``create(config)``'s structure filled with seeded small random values: no initialisation is compiled."""
+    abstract = jax.eval_shape(lambda: create(config)[0])
+    rng = np.random.default_rng(0)
+
+    def fill(leaf):
+        if np.issubdtype(leaf.dtype, np.floating):
+            return jnp.asarray((0.05 * rng.standard_normal(leaf.shape)).astype(leaf.dtype))
+        return jnp.zeros(leaf.shape, leaf.dtype)
+
+    return jax.tree.map(fill, abstract)
+
+
 def test_synthesis_computes_features_for_the_prompt_and_the_target(config, tmp_path):
-    gpt_state, _ = create_gpt_state(config)
-    sovits_state, _ = create_sovits_state(config)
-    for name, stage, state in (("gpt", "gpt", gpt_state), ("sovits", "sovits", sovits_state)):
+    for name, stage, state in (
+        ("gpt", "gpt", random_state(create_gpt_state, config)),
+        ("sovits", "sovits", random_state(create_sovits_state, config)),
+    ):
         checkpointer = Checkpointer(tmp_path / name, config, stage)
         checkpointer.save(1, state, {})
         checkpointer.close()
