@@ -15,8 +15,8 @@ The pipeline of upstream's ``get_tts_wav`` (v2), for one sentence:
 
 BERT features: with ``text.bert_path`` in the GPT's config (or ``bert_path`` given), the reference
 text and the target text each get their BERT features computed separately and concatenated, as
-upstream's ``get_phones_and_bert`` does (Chinese runs through BERT, zeros for other runs); without
-it the GPT reads zeros, as it did in training.
+upstream's ``get_phones_and_bert`` does (Chinese runs through BERT, zeros for other runs), rounded
+through float16 like the training cache's; without it the GPT reads zeros, as it did in training.
 
 A text that does not end in punctuation gets a "." phoneme, as upstream appends one to the
 reference and target texts (a Chinese final run reads that "." through BERT, as upstream's does). Upstream's sentence splitting and its leading "." before short
@@ -265,7 +265,8 @@ def _text_inputs(text: str, language: str, argument: str, bert: Any, bert_dim: i
         features = utterance_features(text, language, bert, bert_dim, final_period=appended)
     except BertTextError as err:
         raise TextError(f"{argument}: {err}") from None
-    return ids, features
+    # Training read these features back from float16 storage; inference sees the same rounding.
+    return ids, features.astype(preprocess.BERT_STORAGE_DTYPE).astype(np.float32)
 
 
 def _restore(path: str | os.PathLike, stage: str, argument: str) -> tuple[Any, Any, Config]:

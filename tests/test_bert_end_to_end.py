@@ -206,8 +206,9 @@ def test_synthesis_computes_features_for_the_prompt_and_the_target(config, tmp_p
     assert synthesizer.bert is not None and synthesizer.bert.path == BERT_DIR
     ref = synthesizer.reference(FIXTURES / "speech_cmn.wav", "你好，天气很好。", "zh")
     expected = synthesizer.bert.phoneme_features("你好,天气很好.", [2, 2, 1, 2, 2, 2, 2, 1])
-    assert ref.bert.shape == (ref.phoneme_ids.size, DIM)
-    np.testing.assert_allclose(ref.bert, expected, rtol=1e-6, atol=1e-7)
+    assert ref.bert.shape == (ref.phoneme_ids.size, DIM) and ref.bert.dtype == np.float32
+    # Rounded through float16 as the training cache stores them.
+    np.testing.assert_array_equal(ref.bert, expected.astype(np.float16).astype(np.float32))
     result = synthesizer.synthesize(ref, "天气很好", "zh", max_seconds=0.4, seed=0)
     assert result.audio.ndim == 1 and result.audio.size == 2 * result.tokens.size * config.audio.hop_length
     with pytest.raises(FileNotFoundError, match=r"BERT directory does not exist \(text.bert_path\)"):
