@@ -142,6 +142,20 @@ def test_preprocessing_refuses_an_unusable_bert_directory_before_any_work(repo_r
     assert not list((tmp_path / "cache" / "utterances").iterdir())
 
 
+def test_texts_the_vocabulary_cannot_read_per_character_are_rejected_with_the_reason(repo_root, cache, tmp_path):
+    # tokenizer_config.json's tokenize_chinese_chars: false makes a run of characters one word, which
+    # WordPiece reads as one [UNK]: the Chinese lines cannot be aligned with their characters.
+    words = tmp_path / "bert-words"
+    shutil.copytree(HF / "tiny-bert-bin", words)
+    (words / "tokenizer_config.json").write_text('{"tokenize_chinese_chars": false}')
+    changed = load_config(repo_root / "configs/tiny.yaml", [*OVERRIDES, f"text.bert_path={words}", "data.eval_utterances=0"])
+    list_path = Path(preprocess.load_index(cache)["list_path"])
+    summary = preprocess.preprocess(changed, list_path=list_path, cache_dir=tmp_path / "cache", progress=False)
+    assert summary.kept == 2 and summary.rejected == 3
+    reasons = (tmp_path / "cache" / preprocess.REJECTED_NAME).read_text(encoding="utf-8")
+    assert "BERT features failed: '你好,天气很好.': the vocabulary of" in reasons and "one token per character" in reasons
+
+
 def test_gpt_trains_on_the_cached_features(config, cache):
     data = pipeline.gpt_data(config, "train", cache)
     items = np.arange(len(data))[data.bucket_of == data.bucket_of[0]][: config.gpt_train.batch_size]
