@@ -175,6 +175,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         noise_scale=args.noise_scale,
         max_seconds=args.max_seconds,
         seed=args.seed,
+        bert_path=args.bert_path,
     )
     ending = "EOS" if result.stopped else f"cut at --max-seconds {args.max_seconds}"
     print(
@@ -380,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-scale", type=float, default=0.5)
     p.add_argument("--max-seconds", type=float, default=54.0, help="cap on the generated audio (upstream: 54 s)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bert-path", default=None, help="BERT directory if not the GPT config's text.bert_path (e.g. moved)")
     p.set_defaults(func=cmd_synthesize)
 
     p = sub.add_parser("demo", help="the whole pipeline on the embedded demo corpus (resumable)")

@@ -63,10 +63,18 @@ class AudioConfig:
 
 @dataclass(frozen=True)
 class TextConfig:
-    """Text frontend: which languages the manifest may use."""
+    """Text frontend: which languages the manifest may use, and where the BERT model for Chinese text lives.
+
+    ``bert_path`` is a local Hugging Face copy of chinese-roberta-wwm-ext-large (``config.json``, weights,
+    ``tokenizer.json`` or ``vocab.txt``); preprocessing caches its features for the GPT and synthesis
+    computes them. ``None`` feeds the GPT zeros for every language (no BERT model). The directory is
+    checked when work starts (preprocessing, synthesis), not here: a config stored with a checkpoint is
+    loaded again on machines without it.
+    """
 
     languages: tuple[str, ...] = ("en", "zh", "ja", "ko", "yue", "all_zh", "all_ja", "all_ko", "all_yue", "auto", "auto_yue")
     phoneme_vocab_size: int = 732
+    bert_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -668,6 +676,12 @@ def validate(config: Config) -> None:
         "ssl.hubert_path",
         "must name a local Hugging Face copy of chinese-hubert-base (config.json and model.safetensors or pytorch_model.bin) "
         "when ssl.extractor is hubert",
+    )
+
+    _check(
+        config.text.bert_path is None or config.text.bert_path.strip() != "",
+        "text.bert_path",
+        "must name a local Hugging Face copy of chinese-roberta-wwm-ext-large, or be null for no BERT features (zeros)",
     )
 
     g = config.gpt

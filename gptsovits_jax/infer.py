@@ -13,8 +13,13 @@ The pipeline of upstream's ``get_tts_wav`` (v2), for one sentence:
 3. SoVITS ``decode``: the new tokens, the target phonemes and the reference spectrogram (the
    speaker) -> waveform, trimmed to ``tokens * 2 * hop`` samples (two 50 Hz frames per token).
 
+BERT features: with ``text.bert_path`` in the GPT's config (or ``bert_path`` given), the reference
+text and the target text each get their BERT features computed separately and concatenated, as
+upstream's ``get_phones_and_bert`` does (Chinese runs through BERT, zeros for other runs), rounded
+through float16 like the training cache's; without it the GPT reads zeros, as it did in training.
+
 A text that does not end in punctuation gets a "." phoneme, as upstream appends one to the
-reference and target texts. Upstream's sentence splitting and its leading "." before short
+reference and target texts (a Chinese final run reads that "." through BERT, as upstream's does). Upstream's sentence splitting and its leading "." before short
 texts are not done here: one call is one utterance.
 
 Compilation: text, prompt, reference frames and token counts are padded to multiples of
@@ -78,12 +83,14 @@ class Reference:
       phoneme_ids: int32 ``[Lr]`` phonemes of the reference text.
       prompt: int32 ``[Tp]`` semantic tokens of the audio (25 Hz).
       spec: float32 ``[Tr, F]`` linear spectrogram (50 Hz frames, ``F = n_fft / 2 + 1``).
+      bert: float32 ``[Lr, bert_dim]`` BERT features of the reference text, or None without a BERT model.
     """
 
     path: Path
     phoneme_ids: np.ndarray
     prompt: np.ndarray
     spec: np.ndarray
+    bert: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,8 +235,8 @@ def _check_settings(
             raise ValueError(f"{name}: {message}")
 
 
-def _phoneme_ids(text: str, language: str, argument: str) -> np.ndarray:
-    """Phoneme ids ``[L]`` of ``text``, ending in punctuation; errors name ``argument``."""
+def _phonemes(text: str, language: str, argument: str) -> tuple[np.ndarray, bool]:
+    """Phoneme ids ``[L]`` of ``text``, ending in punctuation, and whether a "." was appended; errors name ``argument``."""
     try:
         language = canonical_language(language)
     except TextError:
@@ -238,9 +245,30 @@ def _phoneme_ids(text: str, language: str, argument: str) -> np.ndarray:
         phonemes = text_to_phonemes(text, language)
     except TextError as err:
         raise TextError(f"{argument}: {err}") from None
-    if phonemes[-1] not in PUNCTUATION:
+    appended = phonemes[-1] not in PUNCTUATION
+    if appended:
         phonemes.append(".")
-    return np.asarray(symbols_to_ids(phonemes), np.int32)
+    return np.asarray(symbols_to_ids(phonemes), np.int32), appended
+
+
+def _phoneme_ids(text: str, language: str, argument: str) -> np.ndarray:
+    """Phoneme ids ``[L]`` of ``text``, ending in punctuation; errors name ``argument``."""
+    return _phonemes(text, language, argument)[0]
+
+
+def _text_inputs(text: str, language: str, argument: str, bert: Any, bert_dim: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Phoneme ids ``[L]`` and, with a BERT extractor, their features float32 ``[L, bert_dim]``; errors name ``argument``."""
+    from gptsovits_jax.data.bert_features import BertTextError, utterance_features
+
+    ids, appended = _phonemes(text, language, argument)
+    if bert is None:
+        return ids, None
+    try:
+        features = utterance_features(text, language, bert, bert_dim, final_period=appended)
+    except BertTextError as err:
+        raise TextError(f"{argument}: {err}") from None
+    # Training read these features back from float16 storage; inference sees the same rounding.
+    return ids, features.astype(preprocess.BERT_STORAGE_DTYPE).astype(np.float32)
 
 
 def _restore(path: str | os.PathLike, stage: str, argument: str) -> tuple[Any, Any, Config]:
@@ -269,6 +297,8 @@ class Synthesizer:
       sovits_config: the SoVITS checkpoint's config.
       gpt_dtype: the GPT's compute dtype.
       names: how errors refer to the two models (e.g. their checkpoint paths).
+      bert: a :class:`~gptsovits_jax.data.bert_features.BertFeatureExtractor` of ``gpt.bert_dim``-wide
+        features for the texts, or None for zeros (a GPT trained without ``text.bert_path``).
 
     Raises:
       CompatibilityError: the two models do not fit together (see :func:`check_compatible`).
@@ -283,8 +313,10 @@ class Synthesizer:
         sovits_config: Config,
         gpt_dtype: Any = jnp.float32,
         names: tuple[str, str] = ("GPT", "SoVITS"),
+        bert: Any = None,
     ):
         check_compatible(gpt_config, sovits_config, *names)
+        self.bert = bert
         self.gpt_params = gpt_params
         self.gpt_config = gpt_config
         self.gpt_dtype = gpt_dtype
@@ -293,16 +325,28 @@ class Synthesizer:
         self.config = sovits_config
 
     @classmethod
-    def from_checkpoints(cls, gpt_ckpt: str | os.PathLike, sovits_ckpt: str | os.PathLike) -> Synthesizer:
+    def from_checkpoints(
+        cls, gpt_ckpt: str | os.PathLike, sovits_ckpt: str | os.PathLike, bert_path: str | os.PathLike | None = None
+    ) -> Synthesizer:
         """Load a GPT and a SoVITS checkpoint (run directory, ``checkpoints``/``best`` folder or one step's folder).
 
+        The BERT model is the GPT config's ``text.bert_path`` (``bert_path`` names another copy of it,
+        e.g. on another machine); a GPT trained without one reads zeros.
+
         Raises:
-          FileNotFoundError: a path does not exist or holds no checkpoint (the message names the argument).
+          FileNotFoundError: a path does not exist or holds no checkpoint (the message names the argument),
+            or the BERT directory, its weights or vocabulary are missing (the message names text.bert_path).
           CheckpointMismatchError: a checkpoint of the other stage was given.
           CompatibilityError: the two were not trained for each other.
+          BertConfigError, BertWeightsError: the BERT directory cannot give ``gpt.bert_dim``-wide features.
         """
         gpt_state, gpt_setup, gpt_config = _restore(gpt_ckpt, "gpt", "gpt_ckpt")
         sovits_state, sovits_setup, sovits_config = _restore(sovits_ckpt, "sovits", "sovits_ckpt")
+        bert = None
+        if bert_path is not None or gpt_config.text.bert_path is not None:
+            from gptsovits_jax.data.bert_features import BertFeatureExtractor
+
+            bert = BertFeatureExtractor(bert_path if bert_path is not None else gpt_config.text.bert_path, gpt_config.gpt.bert_dim)
         return cls(
             gpt_state.params,
             gpt_config,
@@ -311,6 +355,7 @@ class Synthesizer:
             sovits_config,
             gpt_dtype=gpt_setup.model.dtype,
             names=(str(gpt_ckpt), str(sovits_ckpt)),
+            bert=bert,
         )
 
     @property
@@ -334,7 +379,7 @@ class Synthesizer:
           AudioError: the file is missing, unreadable, silent or too short (the message names it).
           TextError: ``ref_text`` is empty or has nothing to pronounce, or ``ref_language`` is unknown.
         """
-        phoneme_ids = _phoneme_ids(ref_text, ref_language, "ref_text")
+        phoneme_ids, bert = _text_inputs(ref_text, ref_language, "ref_text", self.bert, self.gpt_config.gpt.bert_dim)
         path = Path(ref_wav)
         try:
             features = preprocess.compute_features(path, self.config.audio, self.config.ssl)
@@ -350,7 +395,7 @@ class Synthesizer:
             log.warning("%s: reference of %.2f s; upstream expects %g-%g s", path, seconds, *REFERENCE_SECONDS)
         padded = _pad(ssl[:frames], _bucket(frames, 2 * BUCKET))
         prompt = np.asarray(_encode_prompt(self.synth, self.sovits_variables, jnp.asarray(padded[None])))[0, : frames // 2]
-        return Reference(path=path, phoneme_ids=phoneme_ids, prompt=prompt.astype(np.int32), spec=spec)
+        return Reference(path=path, phoneme_ids=phoneme_ids, prompt=prompt.astype(np.int32), spec=spec, bert=bert)
 
     def synthesize(
         self,
@@ -385,16 +430,23 @@ class Synthesizer:
           ValueError: a sampling setting is out of range (the message names it).
         """
         _check_settings(top_k, top_p, temperature, repetition_penalty, noise_scale, max_seconds)
-        target_ids = _phoneme_ids(text, language, "text")
+        target_ids, target_bert = _text_inputs(text, language, "text", self.bert, self.gpt_config.gpt.bert_dim)
         gpt_rng, noise_rng = jax.random.split(jax.random.PRNGKey(seed))
 
         gpt_ids = np.concatenate([reference.phoneme_ids, target_ids])
+        bert = None
+        if target_bert is not None:
+            if reference.bert is None:
+                raise ValueError("reference: made without BERT features, but this synthesizer has a BERT model; call reference() again")
+            # Upstream computes the prompt's and the target's features separately and concatenates them.
+            both = np.concatenate([reference.bert, target_bert])
+            bert = jnp.asarray(_pad(both, _bucket(gpt_ids.size))[None])
         cap = self.max_tokens(max_seconds)
         tokens, counts = generate(
             self.gpt_params,
             self.gpt_config.gpt,
             jnp.asarray(_pad(gpt_ids, _bucket(gpt_ids.size))[None]),
-            None,
+            bert,
             jnp.asarray(_pad(reference.prompt, _bucket(reference.prompt.size))[None]),
             gpt_rng,
             _bucket(cap),
@@ -461,6 +513,7 @@ def synthesize(
     noise_scale: float = 0.5,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     seed: int = 0,
+    bert_path: str | os.PathLike | None = None,
 ) -> SynthesisResult:
     """Load both checkpoints, speak ``text`` in the voice of ``ref_wav`` and write ``out`` (16-bit PCM WAV).
 
@@ -471,6 +524,7 @@ def synthesize(
       ref_language, language: one of ``text.frontend.LANGUAGES`` or an upstream spelling of one.
       top_k, top_p, temperature, repetition_penalty, noise_scale, max_seconds, seed: as
         :meth:`Synthesizer.synthesize`.
+      bert_path: the BERT directory, when not the GPT config's ``text.bert_path``.
 
     Returns:
       :class:`SynthesisResult`; the file holds ``num_tokens * 2 * hop`` samples at 32 kHz.
@@ -483,7 +537,7 @@ def synthesize(
     _check_settings(top_k, top_p, temperature, repetition_penalty, noise_scale, max_seconds)
     _phoneme_ids(ref_text, ref_language, "ref_text")
     _phoneme_ids(text, language, "text")
-    synthesizer = Synthesizer.from_checkpoints(gpt_ckpt, sovits_ckpt)
+    synthesizer = Synthesizer.from_checkpoints(gpt_ckpt, sovits_ckpt, bert_path)
     reference = synthesizer.reference(ref_wav, ref_text, ref_language)
     result = synthesizer.synthesize(
         reference,

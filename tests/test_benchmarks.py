@@ -210,6 +210,21 @@ def test_data_throughput_times_both_pipelines_and_appends_json_lines(repo_root, 
     assert not (tmp_path / "cache" / "semantic.tsv").exists()  # the zero tokens never enter the cache
 
 
+def test_feature_extraction_times_both_models_with_the_flax_half_here(repo_root, tmp_path):
+    """The front-end benchmark at the tiny fixture configs: this venv has no torch, so auto picks the Flax half."""
+    module = load_benchmark("feature_extraction")
+    out = tmp_path / "fe.jsonl"
+    hf = repo_root / "tests" / "fixtures" / "hf"
+    argv = ["--audio-seconds", "0.5", "--chars", "9", "--repeats", "2", "--out", str(out)]
+    argv += ["--hubert-config", str(hf / "tiny-hubert-bin" / "config.json"), "--bert-config", str(hf / "tiny-bert-bin" / "config.json")]
+    record = module.main(argv)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(record))
+    assert record["backend"] == "flax" and record["benchmark"] == "feature_extraction" and record["python"]
+    assert record["hubert"]["audio_seconds_per_s"] == pytest.approx(0.5 / record["hubert"]["median_s"])
+    assert record["bert"]["chars_per_s"] == pytest.approx(9 / record["bert"]["median_s"])
+    assert record["hubert"]["config"].endswith("tiny-hubert-bin/config.json")
+
+
 def test_gpt_matmul_bound_counts_every_matmul_of_the_step():
     """FLOPs per matmul from the shapes, counts per step, and the bound derived from the timings."""
     module = load_benchmark("gpt_matmul_bound")

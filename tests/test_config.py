@@ -88,6 +88,7 @@ def test_overrides_apply_with_yaml_types(repo_root):
         ("gpt_train.init_from=' '", "gpt_train.init_from: must be a path or null"),
         ("sovits_train.init_from_discriminator=s2D2333k.pth", "sovits_train.init_from_discriminator: goes with an upstream generator file"),
         ("ssl.extractor=hubert", "ssl.hubert_path: must name a local Hugging Face copy of chinese-hubert-base"),
+        ("text.bert_path=' '", "text.bert_path: must name a local Hugging Face copy of chinese-roberta-wwm-ext-large, or be null"),
     ],
 )
 def test_bad_values_fail_naming_the_key(repo_root, override, message):

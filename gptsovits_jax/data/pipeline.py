@@ -9,8 +9,9 @@ Batches are dicts of numpy arrays, channels-last, right-padded with zeros unless
 * GPT (stage 1), ``Ty`` = the bucket's padded token count (25 Hz), ``Tx`` its phoneme slots:
   ``phoneme_ids [B, Tx]`` i32 (padded with 0), ``phoneme_lens [B]`` i32, ``semantic_ids [B, Ty]`` i32
   (padded with EOS = ``gpt.vocab_size - 1`` as upstream; the model masks by length anyway),
-  ``semantic_lens [B]`` i32. No ``bert`` entry: the model uses zeros (upstream's value for
-  non-Chinese text; we compute no BERT features).
+  ``semantic_lens [B]`` i32. With ``text.bert_path`` set, also ``bert [B, Tx, bert_dim]`` f32: the
+  cached BERT features (zero rows for utterances without Chinese and for padding, as upstream);
+  without it no ``bert`` entry, and the model uses zeros.
 
 Both carry ``keys [B]`` (numpy unicode array of utterance keys), which the trainer drops before
 the device. Eval batches also carry ``valid [B]`` bool (see :func:`eval_batches`).
@@ -208,6 +209,14 @@ def gpt_data(
     stale = [u["key"] for u in utterances if len(tokens[u["key"]]) != u["frames"] // 2]
     if stale:
         raise ValueError(f"{cache_dir}: semantic tokens of {stale[:3]} do not have frames / 2 entries; extract them again")
+    bert_keys = None
+    if config.text.bert_path is not None:
+        record = index.get("bert")
+        if record is None:
+            raise ValueError(f"{cache_dir}: text.bert_path is set but the cache holds no BERT features; preprocess again with this config")
+        if record["dim"] != config.gpt.bert_dim:
+            raise ValueError(f"{cache_dir}: cached BERT features are {record['dim']}-wide, gpt.bert_dim is {config.gpt.bert_dim}")
+        bert_keys = {u["key"] for u in utterances if u.get("bert")}
     phonemes = preprocess.load_phonemes(cache_dir)
     buckets = gpt_buckets(config)
     shapes = tuple((t, _phoneme_slots(t, config.data.max_phonemes)) for t in buckets.uppers)
@@ -215,7 +224,8 @@ def gpt_data(
     n_tokens = np.array([len(tokens[k]) for k in keys], dtype=np.int64)
     n_text = np.array([len(phonemes[k]) for k in keys], dtype=np.int64)
     keys, n_tokens, n_text, bucket_of = _filtered("gpt", keys, n_tokens, n_text, buckets, shapes, "tokens")
-    collate = _GPTCollate(keys, {k: phonemes[k] for k in keys}, {k: tokens[k] for k in keys}, shapes, config.gpt.eos)
+    bert = None if bert_keys is None else _BertRows(cache_dir, bert_keys, config.gpt.bert_dim)
+    collate = _GPTCollate(keys, {k: phonemes[k] for k in keys}, {k: tokens[k] for k in keys}, shapes, config.gpt.eos, bert)
     return BucketedData("gpt", keys, n_tokens, n_text, bucket_of, buckets, shapes, collate)
 
 
@@ -254,11 +264,20 @@ class _SoVITSCollate:
         return batch
 
 
-class _GPTCollate:
-    """Pads in-memory phoneme ids (with 0) and semantic tokens (with EOS) to their bucket's shape."""
+@dataclass(frozen=True)
+class _BertRows:
+    """Where the cached BERT features are: ``keys`` have a file, the others are zeros."""
 
-    def __init__(self, keys, phonemes, tokens, shapes, eos: int):
-        self.keys, self.phonemes, self.tokens, self.shapes, self.eos = keys, phonemes, tokens, shapes, eos
+    cache_dir: Path
+    keys: set[str]
+    dim: int
+
+
+class _GPTCollate:
+    """Pads in-memory phoneme ids (with 0) and semantic tokens (with EOS) to their bucket's shape, and cached BERT features (with 0)."""
+
+    def __init__(self, keys, phonemes, tokens, shapes, eos: int, bert: _BertRows | None = None):
+        self.keys, self.phonemes, self.tokens, self.shapes, self.eos, self.bert = keys, phonemes, tokens, shapes, eos, bert
 
     def __call__(self, items: np.ndarray, bucket: int) -> Batch:
         ty_pad, tx_pad = self.shapes[bucket]
@@ -270,6 +289,8 @@ class _GPTCollate:
             "semantic_lens": np.zeros((n,), np.int32),
             "keys": np.array([self.keys[i] for i in items]),
         }
+        if self.bert is not None:
+            batch["bert"] = np.zeros((n, tx_pad, self.bert.dim), np.float32)
         for row, item in enumerate(items):
             key = self.keys[item]
             ids, tokens = self.phonemes[key], self.tokens[key]
@@ -277,6 +298,11 @@ class _GPTCollate:
             batch["phoneme_lens"][row] = len(ids)
             batch["semantic_ids"][row, : len(tokens)] = tokens
             batch["semantic_lens"][row] = len(tokens)
+            if self.bert is not None and key in self.bert.keys:
+                features = preprocess.load_bert_features(self.bert.cache_dir, key)
+                if features.shape != (len(ids), self.bert.dim):
+                    raise ValueError(f"{key}: cached BERT features {features.shape} do not fit {len(ids)} phonemes; preprocess again")
+                batch["bert"][row, : len(ids)] = features
         return batch
 
 

@@ -9,8 +9,11 @@ features of every usable utterance in worker processes, filters by phoneme rate,
                                spec float16 [T, F]     linear magnitude spectrogram (50 Hz frames)
                                ssl  float16 [T, D]     content features aligned to the same frames
                                meta JSON string        features fingerprint, source file, T, duration
+      bert/<key>.npz         with ``text.bert_path`` set, for utterances with Chinese text:
+                               bert float16 [Tx, bert_dim]  BERT features per phoneme
+                               meta JSON string             BERT identity, text and language
       index.json             kept utterances (key, speaker, language, frames, phonemes, duration,
-                             split), the train/eval split, fingerprints and the summary
+                             split, bert), the train/eval split, fingerprints and the summary
       phonemes.tsv           ``item_name\\tphoneme_ids`` (space-separated ids of the 732-symbol table)
       rejected.tsv           ``line\\tpath\\treason`` for every unusable line
 
@@ -37,6 +40,16 @@ Extraction: the weight-free spectral extractor runs in ``num_workers`` processes
 (files ordered by size, so similar lengths share compiled buckets), ``num_workers`` unused. Text is cheap
 and re-read on every run: phonemes, the phoneme filters and the split are always current.
 Run one ``preprocess`` per cache directory at a time.
+
+BERT features (``text.bert_path``): upstream's ``hidden_states[-3]`` per phoneme for the Chinese runs
+of each kept utterance (:mod:`gptsovits_jax.data.bert_features`), zeros for other runs; utterances
+without Chinese get no file (zeros at training time, as upstream). They run in this process on JAX's
+default device, 64 utterances per batched call; a file whose stored identity (the extractor's weights,
+vocabulary and code fingerprint), the text frontend's fingerprint, text and language match is reused,
+so a change of model re-extracts.
+Float16 storage, like upstream's half-precision ``3-bert`` files: relative rounding at most 2^-11.
+A text the vocabulary cannot read one token per character is rejected with its reason.
+``index.json`` records the identity under ``bert`` (null without a BERT model).
 
 Filters (upstream's stage-1 dataset filters): more than ``max_phonemes`` phonemes, or a phoneme
 rate ``phonemes / (T / 50 Hz)`` outside [3, 25] per second. Upstream measures the duration as
@@ -81,6 +94,10 @@ CACHE_FORMAT = 1
 STORAGE_DTYPES = {"wav": "float32", "spec": "float16", "ssl": "float16"}
 MIN_PHONEMES_PER_SECOND = 3.0
 MAX_PHONEMES_PER_SECOND = 25.0
+BERT_DIR = "bert"
+BERT_STORAGE_DTYPE = "float16"
+BERT_BATCH_UTTERANCES = 64
+"""Utterances whose Chinese runs share one batched BERT call."""
 INDEX_NAME = "index.json"
 PHONEMES_NAME = "phonemes.tsv"
 REJECTED_NAME = "rejected.tsv"
@@ -106,6 +123,17 @@ def load_utterance(cache_dir: str | os.PathLike, key: str) -> dict[str, np.ndarr
     """The cached arrays of one utterance as stored: ``wav [T * hop]`` f32, ``spec [T, F]`` f16, ``ssl [T, D]`` f16."""
     with np.load(utterance_path(cache_dir, key)) as npz:
         return {name: npz[name] for name in ("wav", "spec", "ssl")}
+
+
+def bert_feature_path(cache_dir: str | os.PathLike, key: str) -> Path:
+    """``cache_dir/bert/<key>.npz``."""
+    return Path(cache_dir) / BERT_DIR / f"{key}.npz"
+
+
+def load_bert_features(cache_dir: str | os.PathLike, key: str) -> np.ndarray:
+    """The cached BERT features of one utterance as stored: float16 ``[Tx, bert_dim]``."""
+    with np.load(bert_feature_path(cache_dir, key)) as npz:
+        return npz["bert"]
 
 
 def load_index(cache_dir: str | os.PathLike) -> dict[str, Any]:
@@ -246,6 +274,25 @@ def _extractor(ssl_cfg: SSLConfig) -> ssl_features.SSLExtractor:
     if ssl_cfg not in _EXTRACTORS:
         _EXTRACTORS[ssl_cfg] = ssl_features.make_ssl_extractor(ssl_cfg)
     return _EXTRACTORS[ssl_cfg]
+
+
+_BERT_EXTRACTORS: dict[tuple[str, int], Any] = {}
+
+
+def bert_extractor(config: Config):
+    """The :class:`~gptsovits_jax.data.bert_features.BertFeatureExtractor` of ``text.bert_path`` (None when unset), built once per process.
+
+    Raises ``FileNotFoundError`` / ``BertConfigError`` / ``BertWeightsError`` naming the path and the
+    field for a directory that cannot give ``gpt.bert_dim``-wide features.
+    """
+    if config.text.bert_path is None:
+        return None
+    key = (config.text.bert_path, config.gpt.bert_dim)
+    if key not in _BERT_EXTRACTORS:
+        from gptsovits_jax.data.bert_features import BertFeatureExtractor
+
+        _BERT_EXTRACTORS[key] = BertFeatureExtractor(config.text.bert_path, config.gpt.bert_dim)
+    return _BERT_EXTRACTORS[key]
 
 
 @dataclass(frozen=True)
@@ -470,6 +517,61 @@ def text_filter_reason(n_phonemes: int, frames: int, config: Config) -> str | No
     return None
 
 
+def _has_chinese(text: str, language: str) -> bool:
+    from gptsovits_jax.text.frontend import clean_runs
+
+    return any(run_language == "zh" and part.word2ph for run_language, part in clean_runs(text, language))
+
+
+def _compute_bert(kept: Sequence[_Kept], cache_dir: Path, extractor: Any, dim: int, progress: bool) -> tuple[set[str], dict[str, str], int]:
+    """Cache the BERT features of every kept utterance with Chinese text.
+
+    Returns the keys that have features, the failures (key -> rejection reason) and how many were computed.
+    """
+    from gptsovits_jax.data.bert_features import BertTextError, utterance_features_batch
+
+    (cache_dir / BERT_DIR).mkdir(parents=True, exist_ok=True)
+    for stale in (cache_dir / BERT_DIR).glob(f".*{_TMP_SUFFIX}"):
+        stale.unlink(missing_ok=True)
+    # The frontend decides the normalised text and word2ph, hence the rows: a change of it recomputes.
+    frontend = frontend_fingerprint_inputs()
+    with_bert, failures, todo = set(), {}, []
+    for k in kept:
+        utt = k.utterance
+        if not _has_chinese(utt.text, utt.language):
+            continue
+        meta = {"bert": extractor.identity, "frontend": frontend, "text": utt.text, "language": utt.language, "dtype": BERT_STORAGE_DTYPE}
+        if _read_meta(bert_feature_path(cache_dir, utt.key)) == meta:
+            with_bert.add(utt.key)
+        else:
+            todo.append((k, meta))
+    todo.sort(key=lambda item: len(item[0].utterance.text))
+
+    def store(k: _Kept, meta: dict[str, Any], features: np.ndarray) -> None:
+        if features.shape != (len(k.phoneme_ids), dim):
+            raise ValueError(f"BERT features of shape {features.shape} for {len(k.phoneme_ids)} phonemes")
+        arrays = {"bert": features.astype(BERT_STORAGE_DTYPE), "meta": np.array(json.dumps(meta, sort_keys=True))}
+        _atomic_savez(bert_feature_path(cache_dir, k.utterance.key), arrays)
+        with_bert.add(k.utterance.key)
+
+    with tqdm(total=len(todo), desc="bert", unit="utt", disable=not progress, file=sys.stderr) as bar:
+        for start in range(0, len(todo), BERT_BATCH_UTTERANCES):
+            chunk = todo[start : start + BERT_BATCH_UTTERANCES]
+            items = [(k.utterance.text, k.utterance.language) for k, _ in chunk]
+            try:
+                results = utterance_features_batch(items, extractor, dim)
+            except BertTextError:
+                results = None  # find the offending utterances one by one
+            for i, (k, meta) in enumerate(chunk):
+                try:
+                    features = results[i] if results is not None else utterance_features_batch([items[i]], extractor, dim)[0]
+                    store(k, meta, features)
+                except (BertTextError, ValueError) as error:
+                    failures[k.utterance.key] = f"BERT features failed: {error}"
+            bar.update(len(chunk))
+    return with_bert, failures, len(todo)
+
+
 def _index(
     config: Config,
     list_path: Path,
@@ -478,8 +580,10 @@ def _index(
     order: Sequence[str],
     eval_keys: Sequence[str],
     summary: PreprocessSummary,
+    bert: dict[str, Any] | None,
+    with_bert: set[str],
 ) -> dict[str, Any]:
-    """The contents of ``index.json``."""
+    """The contents of ``index.json``; ``bert`` is the BERT extractor's identity and width, or None."""
     data = config.data
     frontend_inputs = frontend_fingerprint_inputs()
     filters = {
@@ -495,7 +599,7 @@ def _index(
     return {
         "format": CACHE_FORMAT,
         "list_path": str(list_path),
-        "fingerprint": _digest({"features": features_fp, "frontend": frontend_inputs, "filters": filters, "split": split}),
+        "fingerprint": _digest({"features": features_fp, "frontend": frontend_inputs, "filters": filters, "split": split, "bert": bert}),
         "features_fingerprint": features_fp,
         "fingerprint_inputs": {"features": features_inputs, "frontend": frontend_inputs, "filters": filters},
         "audio": {
@@ -504,6 +608,7 @@ def _index(
             "spec_channels": config.audio.spec_channels,
         },
         "ssl_dim": config.ssl.dim,
+        "bert": bert,
         "split": {**split, "train": [k for k in order if k not in eval_set], "eval": list(eval_keys)},
         "utterances": [
             {
@@ -517,6 +622,7 @@ def _index(
                 "phonemes": len(k.phoneme_ids),
                 "duration": k.duration,
                 "split": "eval" if k.utterance.key in eval_set else "train",
+                "bert": k.utterance.key in with_bert,
             }
             for k in kept
         ],
@@ -560,6 +666,8 @@ def preprocess(
       ManifestError: no line of the manifest is usable (the report names every problem).
       FileNotFoundError, HubertConfigError, HubertWeightsError: ``ssl.extractor: hubert`` cannot be
         built from ``ssl.hubert_path`` (raised before any utterance is processed).
+      FileNotFoundError, BertConfigError, BertWeightsError: ``text.bert_path`` is set and its BERT
+        cannot give ``gpt.bert_dim``-wide features (raised before any utterance is processed).
     """
     from gptsovits_jax.text.frontend import text_to_phonemes
     from gptsovits_jax.text.symbols import symbols_to_ids
@@ -574,6 +682,7 @@ def preprocess(
     for stale in utterance_dir.glob(f".*{_TMP_SUFFIX}"):
         stale.unlink(missing_ok=True)
     _extractor(config.ssl)  # fail before any work if the extractor cannot be built
+    bert = bert_extractor(config)  # likewise for text.bert_path
 
     phonemes: dict[tuple[str, str], list[str]] = {}
 
@@ -622,6 +731,20 @@ def preprocess(
                 kept.append(_Kept(utt, ids, frames, duration))
         if reason is not None:
             rejected.append(Rejection(utt.line_no, str(utt.wav_path), reason))
+    with_bert: set[str] = set()
+    bert_record = None
+    if bert is not None:
+        with_bert, bert_failures, bert_computed = _compute_bert(kept, cache_dir, bert, config.gpt.bert_dim, progress)
+        log.info(
+            "BERT features computed for %d utterances, reused for %d", bert_computed, len(with_bert) + len(bert_failures) - bert_computed
+        )
+        rejected += [
+            Rejection(k.utterance.line_no, str(k.utterance.wav_path), bert_failures[k.utterance.key])
+            for k in kept
+            if k.utterance.key in bert_failures
+        ]
+        kept = [k for k in kept if k.utterance.key not in bert_failures]
+        bert_record = {"identity": bert.identity, "dim": config.gpt.bert_dim, "path": str(config.text.bert_path)}
     rejected.sort(key=lambda r: r.line_no)
     manifest.write_rejections(rejected, rejected_path)
     if not kept:
@@ -647,7 +770,7 @@ def preprocess(
         reused=len(good) - len(jobs),
         elapsed=time.perf_counter() - start,
     )
-    index = _index(config, list_path, features_inputs, kept, order, eval_keys, summary)
+    index = _index(config, list_path, features_inputs, kept, order, eval_keys, summary, bert_record, with_bert)
     atomic_write_bytes(cache_dir / INDEX_NAME, json.dumps(index, indent=1, ensure_ascii=False).encode("utf-8"))
     print(summary)
     return summary

@@ -40,6 +40,7 @@ __all__ = [
     "CleanedText",
     "TextError",
     "canonical_language",
+    "clean_runs",
     "clean_text",
     "split_by_script",
     "text_to_ids",
@@ -301,6 +302,24 @@ def clean_text(text: str, language: str, *, strict: bool = False) -> CleanedText
     if len(runs) > 1:
         return CleanedText(phonemes, None, " ".join(p for p in norm_parts if p))
     return CleanedText(phonemes, word2ph, norm_parts[0])
+
+
+def clean_runs(text: str, language: str, *, strict: bool = False) -> list[tuple[str, CleanedText]]:
+    """``clean_text`` run by run: ``[(run language, CleanedText), ...]``.
+
+    One run for a single-language spelling; for ``auto``, ``auto_yue`` and the ``all_*`` spellings
+    the script runs :func:`clean_text` reads. The runs' phonemes, concatenated, are
+    ``clean_text(text, language).phonemes`` (with the same "UNK" replacement); each "zh" run carries
+    its ``word2ph`` and normalised text, which the BERT features of that run need (upstream computes
+    them per language segment). Raises what :func:`clean_text` raises.
+    """
+    language = canonical_language(language)
+    clean_text(text, language, strict=strict)  # the same validation and errors
+    runs = []
+    for run_language, run in _runs(text, language):
+        part = _CLEANERS[run_language](run)
+        runs.append((run_language, part._replace(phonemes=[p if p in SYMBOL_TO_ID else UNK for p in part.phonemes])))
+    return runs
 
 
 def text_to_phonemes(text: str, language: str, *, strict: bool = False) -> list[str]:

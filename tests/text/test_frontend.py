@@ -12,6 +12,7 @@ from gptsovits_jax.text.frontend import (
     SUPPORTED_LANGUAGES,
     TextError,
     canonical_language,
+    clean_runs,
     clean_text,
     split_by_script,
     text_to_ids,
@@ -109,6 +110,20 @@ def test_clean_text_gives_word2ph_for_mandarin_only():
     en = clean_text("Hello 2 you", "en")
     assert en.word2ph is None
     assert en.norm_text == "Hello two you"
+
+
+def test_clean_runs_split_the_phonemes_by_language_with_word2ph_per_chinese_run():
+    runs = clean_runs("你好 world, 天气很好", "auto")
+    assert [(language, part.norm_text, part.word2ph) for language, part in runs] == [
+        ("zh", "你好", [2, 2]),
+        ("en", "world,", None),
+        ("zh", "天气很好", [2, 2, 2, 2]),
+    ]
+    assert [p for _, part in runs for p in part.phonemes] == text_to_phonemes("你好 world, 天气很好", "auto")
+    assert [language for language, _ in clean_runs("你好。", "zh")] == ["zh"]
+    assert clean_runs("Hello there.", "en")[0][1].phonemes == text_to_phonemes("Hello there.", "en")
+    with pytest.raises(TextError):
+        clean_runs("   ", "auto")
 
 
 def test_text_to_ids_uses_the_table():
