@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python benchmarks/step_memory.py [--models gpt sovits] [--batches 1 2 4 8] [--seconds 5 10 20]
         [--remat none dots full] [--out benchmarks/results/step_memory_cpu.jsonl] [--plot benchmarks/results/step_memory_cpu.png]
+    PYTHONPATH=. python benchmarks/step_memory.py --from benchmarks/results/step_memory_cpu.jsonl --plot OUT.png   # fit and plot only
 
 Each configuration is lowered and compiled ahead of time on abstract inputs (``jax.eval_shape`` of
 the train state: nothing is allocated or run) and ``compiled.memory_analysis()`` is recorded:
@@ -59,12 +60,17 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         overrides += [f"gpt_train.remat={spec['remat']}", "gpt_train.optim.grad_accum_steps=1"]
     config = load_config(spec["config"], overrides)
     shapes = _shapes(model, seconds)
+    part = spec.get("part", "step")
     if model == "gpt":
-        from gptsovits_jax.train.gpt_step import create_gpt_state, jit_gpt_train_step
+        from gptsovits_jax.train.gpt_step import _forward, create_gpt_state, jit_gpt_train_step
 
         state = jax.eval_shape(lambda: create_gpt_state(config)[0])
         _, setup = create_gpt_state(config, params=state.params)
         step = jit_gpt_train_step(setup)
+        if part != "step":  # the forward alone, or forward + backward without the optimizer update
+            loss = lambda params, b, r: _forward(setup, params, b, r)[0]  # noqa: E731
+            step = jax.jit(loss if part == "forward" else jax.value_and_grad(loss))
+            state = state.params
         host = synthetic.synthetic_gpt_batch(config, batch, shapes["text_len"], shapes["semantic_len"], 0)
     else:
         from gptsovits_jax.train.sovits_step import create_sovits_state, jit_sovits_train_step
@@ -96,6 +102,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "seconds": seconds,
         **shapes,
         "remat": spec["remat"] if model == "gpt" else "none",
+        "part": part,
         "lower_s": round(lowered_at - started, 2),
         "compile_s": round(done - lowered_at, 2),
         **memory,
@@ -119,7 +126,7 @@ def largest_batches(records: list[dict[str, Any]], seconds: float = 10.0) -> lis
     out = []
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
-        if r["seconds"] == seconds:
+        if r["seconds"] == seconds and r.get("part", "step") == "step":
             groups.setdefault((r["model"], r["remat"]), []).append(r)
     for (model, remat), rows in sorted(groups.items()):
         rows = sorted(rows, key=lambda r: r["batch"])
@@ -142,7 +149,7 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     models = sorted({r["model"] for r in records})
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
     for ax, model in zip(axes[0], models):
-        rows = [r for r in records if r["model"] == model]
+        rows = [r for r in records if r["model"] == model and r.get("part", "step") == "step"]
         for remat in sorted({r["remat"] for r in rows}):
             for seconds in sorted({r["seconds"] for r in rows}):
                 line = sorted((r for r in rows if r["remat"] == remat and r["seconds"] == seconds), key=lambda r: r["batch"])
@@ -172,11 +179,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", nargs="+", type=float, default=[5.0, 10.0, 20.0])
     parser.add_argument("--remat", nargs="+", default=["none", "dots", "full"], help="GPT remat settings (SoVITS has none)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    parser.add_argument(
+        "--part",
+        default="step",
+        choices=["step", "grad", "forward"],
+        help="GPT: the train step, forward + backward only, or the forward only",
+    )
     parser.add_argument("--out", type=Path, help="append the JSON records to this file")
     parser.add_argument("--plot", type=Path, help="write the memory curves to this PNG")
+    parser.add_argument("--from", dest="source", type=Path, help="measure nothing: fit and plot the records of this JSON-lines file")
     args = parser.parse_args(argv)
 
     records = []
+    if args.source:
+        records = [json.loads(line) for line in args.source.read_text().splitlines() if line.strip()]
+        records = [r for r in records if r.get("benchmark") == "step_memory"]
+        args.models = []
     for model in args.models:
         for remat in args.remat if model == "gpt" else ["none"]:
             for seconds in args.seconds:

@@ -415,3 +415,16 @@ def test_peak_fractions_names_the_file_and_line_of_a_broken_record(tmp_path):
         "jemalloc:dirty_decay_ms:30000"
     )
     assert module.allocator_label({}) == "unknown" and module.allocator_label({"allocator_env": {}}) == "system"
+
+
+def test_step_memory_fits_memory_against_batch_and_finds_the_largest_batch():
+    step_memory = load_benchmark("step_memory")
+    gb = 1e9
+    rows = [
+        {"model": "gpt", "remat": "none", "seconds": 10.0, "batch": b, "total_bytes": int(1.5 * gb + 0.5 * gb * b)} for b in (1, 8)
+    ]
+    rows.append({"model": "gpt", "remat": "none", "seconds": 5.0, "batch": 1, "total_bytes": 1})  # another length: ignored
+    (fit,) = step_memory.largest_batches(rows)
+    assert fit["fixed_gb"] == pytest.approx(1.5) and fit["per_row_gb"] == pytest.approx(0.5)
+    # (16 - 1.5) / 0.5 = 29, (40 - 1.5) / 0.5 = 77, (80 - 1.5) / 0.5 = 157
+    assert (fit["max_batch_16gb"], fit["max_batch_40gb"], fit["max_batch_80gb"]) == (29, 77, 157)
