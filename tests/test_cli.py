@@ -78,5 +78,6 @@ def test_synthesize_without_the_extra_says_which_pip_install(monkeypatch, capsys
 
     monkeypatch.setattr(japanese, "_openjtalk", missing)
     args = [a if a != "x" else "こんにちは" for a in SYNTHESIZE]
-    assert main(["--no-compile-cache", *args, "--language", "ja", "--ref-language", "en"]) == 2
+    # In-process: no --no-compile-cache, which would turn the cache off for the rest of this test worker.
+    assert main([*args, "--language", "ja", "--ref-language", "en"]) == 2
     assert "pip install 'gptsovits-jax[ja]'" in capsys.readouterr().err

@@ -21,7 +21,7 @@ def test_default_directory_is_the_environment_variable_else_the_user_cache(monke
 
 def _plot_lr(repo_root: Path, tmp_path: Path, flags: list[str], env: dict[str, str]) -> None:
     """``gptsovits-jax FLAGS plot-lr``: a command whose schedules compile a few small XLA programs."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "XDG_CACHE"))}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_ENABLE_COMPILATION_CACHE", "XDG_CACHE"))}
     # Write every program, however small or quick to compile, so that a command this short leaves entries.
     base |= {
         "PYTHONPATH": str(repo_root),
