@@ -130,7 +130,8 @@ def sovits_encoder(sovits_ckpt: str | Path):
     import jax
 
     from gptsovits_jax.models.sovits import SynthesizerTrn
-    from gptsovits_jax.train.checkpoint import read_checkpoint_config, restore_train_state
+    from gptsovits_jax.train.checkpoint import read_checkpoint_config
+    from gptsovits_jax.train.restore import restore_train_state
 
     state, setup, config = restore_train_state(sovits_ckpt, "sovits")
     _, _, step = read_checkpoint_config(sovits_ckpt)

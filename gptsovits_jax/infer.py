@@ -48,7 +48,8 @@ from gptsovits_jax.models.gpt import generate
 from gptsovits_jax.models.sovits import SynthesizerTrn
 from gptsovits_jax.text.frontend import SUPPORTED_LANGUAGES, TextError, canonical_language, text_to_phonemes
 from gptsovits_jax.text.symbols import PUNCTUATION, symbols_to_ids
-from gptsovits_jax.train.checkpoint import CheckpointMismatchError, restore_train_state
+from gptsovits_jax.train.checkpoint import CheckpointMismatchError
+from gptsovits_jax.train.restore import restore_train_state
 
 log = logging.getLogger(__name__)
 

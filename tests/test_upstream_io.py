@@ -21,11 +21,11 @@ from flax import traverse_util
 from gptsovits_jax.cli import main
 from gptsovits_jax.config import load_config
 from gptsovits_jax.torch_checkpoint import read_torch_checkpoint
-from gptsovits_jax.train.checkpoint import Checkpointer, read_checkpoint_config, restore_state_fields, restore_train_state
+from gptsovits_jax.train.checkpoint import Checkpointer, read_checkpoint_config, restore_state_fields
 from gptsovits_jax.train.parallel import make_mesh
+from gptsovits_jax.train.restore import STAGE_FIELDS, restore_train_state
 from gptsovits_jax.train.stages import build_stage
 from gptsovits_jax.upstream_io import (
-    STAGE_FIELDS,
     UpstreamIOError,
     completed_epochs,
     initial_state,
