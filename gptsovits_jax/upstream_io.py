@@ -55,7 +55,7 @@ import jax
 import numpy as np
 
 from gptsovits_jax.config import Config
-from gptsovits_jax.train.restore import INFERENCE_FIELDS, restore_variables
+from gptsovits_jax.train.restore import INFERENCE_FIELDS, abstract_variables, restore_variables
 from gptsovits_jax.upstream_weights import (
     ImportReport,
     check_config_holds_v2,
@@ -164,17 +164,29 @@ def load_upstream_stage(
     if stage == "gpt":
         params, report = load_upstream_checkpoint("gpt", path, config, require_v2=False)
         return {"params": params}, [PartSource("gpt", str(path), report, count_values(params), 0)]
-    fresh = fresh_variables("sovits", config)
-    target = {"params": fresh["params_g"], "quantizer": fresh["quantizer"]}
+    # The files are mapped onto shapes; the model is initialised only for what they lack (an
+    # export's enc_q, a missing discriminator file): a full v2 initialisation costs ~10 s and ~2 GB.
+    abstract = abstract_variables("sovits", config)
+    target = {"params": abstract["params_g"], "quantizer": abstract["quantizer"]}
     generator, report = load_upstream_checkpoint("generator", path, config, target, require_v2=False)
-    sources = [PartSource("generator", str(path), report, count_values(generator), _fresh_count(report, target))]
-    params_d = fresh["params_d"]
-    if discriminator_path is None:
-        sources.append(PartSource("discriminator", None, None, count_values(params_d), count_values(params_d)))
-    else:
+    params_d, report_d = abstract["params_d"], None
+    if discriminator_path is not None:
         params_d, report_d = load_upstream_checkpoint("discriminator", discriminator_path, config, params_d, require_v2=False)
-        sources.append(PartSource("discriminator", str(discriminator_path), report_d, count_values(params_d), 0))
+    if report.fresh_leaves or discriminator_path is None:
+        fresh = fresh_variables("sovits", config)
+        generator = _fill_abstract(generator, {"params": fresh["params_g"], "quantizer": fresh["quantizer"]})
+        params_d = _fill_abstract(params_d, fresh["params_d"])
+    d_values = count_values(params_d)
+    sources = [
+        PartSource("generator", str(path), report, count_values(generator), _fresh_count(report, target)),
+        PartSource("discriminator", None if report_d is None else str(discriminator_path), report_d, d_values, 0 if report_d else d_values),
+    ]
     return {"params_g": generator["params"], "quantizer": generator["quantizer"], "params_d": params_d}, sources
+
+
+def _fill_abstract(tree: Any, fresh: Any) -> Any:
+    """``tree`` with every abstract leaf (``jax.ShapeDtypeStruct``: not in the file) taken from ``fresh``."""
+    return jax.tree.map(lambda leaf, new: new if isinstance(leaf, jax.ShapeDtypeStruct) else leaf, tree, fresh)
 
 
 def _run_dir(path: Path, stage: str) -> Path:
@@ -313,15 +325,20 @@ def import_upstream(
     for p in (s1, s2g, s2d):
         if p is not None and not Path(p).is_file():
             raise FileNotFoundError(f"{p}: no such file")
-    gpt, gpt_sources = load_upstream_stage("gpt", config, s1, require_v2=False)
-    sovits, sovits_sources = load_upstream_stage("sovits", config, s2g, s2d, require_v2=False)
-    for stage, variables in (("gpt", gpt), ("sovits", sovits)):
-        state, _ = initial_state(stage, config, variables)
+    # Every file is read and mapped before anything is written; then one stage's train state at a
+    # time, released before the next (a v2 state with its optimizer moments is three times its parameters).
+    variables, gpt_sources = load_upstream_stage("gpt", config, s1, require_v2=False)
+    stages = {"gpt": variables}
+    stages["sovits"], sovits_sources = load_upstream_stage("sovits", config, s2g, s2d, require_v2=False)
+    del variables
+    for stage in runs:
+        state, _ = initial_state(stage, config, stages.pop(stage))
         checkpointer = Checkpointer(runs[stage], config, stage, keep=1, asynchronous=False)
         try:
             checkpointer.save(0, state, {})
         finally:
             checkpointer.close()
+        del state
     return ImportResult(runs=runs, sources=gpt_sources + sovits_sources)
 
 
