@@ -400,3 +400,16 @@ def test_peak_fractions_names_the_file_and_line_of_a_broken_record(tmp_path):
         "jemalloc:dirty_decay_ms:30000"
     )
     assert module.allocator_label({}) == "unknown" and module.allocator_label({"allocator_env": {}}) == "system"
+
+
+def test_import_upstream_stand_ins_hold_the_manifests_keys_and_shapes_as_float16(repo_root):
+    bench = load_benchmark("import_upstream")
+    manifest = json.loads(bench.MANIFEST.read_text())
+    small = {part: dict(list(manifest[part].items())[:5]) for part in ("gpt", "generator", "discriminator")}
+    small["generator"]["quantizer.vq.layers.0._codebook.inited"] = manifest["generator"]["quantizer.vq.layers.0._codebook.inited"]
+    for part, specs in small.items():
+        weights = bench.stand_in_weights(part, small, seed=0)
+        assert list(weights) == list(specs)
+        assert all(weights[k].shape == tuple(s["shape"]) and weights[k].dtype == "float16" for k, s in specs.items())
+    inited = bench.stand_in_weights("generator", small, seed=0)["quantizer.vq.layers.0._codebook.inited"]
+    assert (inited == 1).all()
