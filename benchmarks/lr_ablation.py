@@ -248,7 +248,7 @@ def checkpoint_mcd(run_dir: Path, eval_batches: list[dict[str, np.ndarray]], syn
     latent), each the mean over utterances. Checkpoints come from ``run_dir/checkpoints``.
     """
     from gptsovits_jax.audio import mel_spectrogram_np
-    from gptsovits_jax.train.checkpoint import restore_train_state
+    from gptsovits_jax.train.restore import restore_train_state
 
     out = []
     steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())

@@ -125,28 +125,11 @@ def _train(stage: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def sovits_encoder(sovits_ckpt: str | Path):
-    """``(encode_fn, encoder_id, config)`` of a trained SoVITS checkpoint: 50 Hz SSL features -> semantic codes."""
-    import jax
-
-    from gptsovits_jax.models.sovits import SynthesizerTrn
-    from gptsovits_jax.train.checkpoint import read_checkpoint_config, restore_train_state
-
-    state, setup, config = restore_train_state(sovits_ckpt, "sovits")
-    _, _, step = read_checkpoint_config(sovits_ckpt)
-    variables = {"params": state.params_g, "quantizer": state.quantizer}
-
-    @jax.jit
-    def encode(ssl):
-        return setup.synth.apply(variables, ssl, method=SynthesizerTrn.extract_latent)
-
-    return encode, f"{Path(sovits_ckpt).absolute()}@{step}", config
-
-
 def _extract(sovits_ckpt: str | Path, cache_dir: str | Path | None, batch_size: int, progress: bool) -> Path:
     from gptsovits_jax.data.semantic import extract_semantic
+    from gptsovits_jax.infer import semantic_encoder
 
-    encode, encoder_id, config = sovits_encoder(sovits_ckpt)
+    encode, encoder_id, config = semantic_encoder(sovits_ckpt)
     return extract_semantic(cache_dir or config.data.cache_dir, encode, batch_size, encoder_id=encoder_id, progress=progress)
 
 

@@ -28,6 +28,10 @@ out, so sentences of similar lengths share one compiled function. The functions 
 module level with the model as a static argument: every :class:`Synthesizer` of the same
 configs shares them.
 
+Of the checkpoints only the parameters and the SoVITS codebook are read
+(:func:`gptsovits_jax.train.restore.restore_variables`), never the optimizer moments.
+:func:`semantic_encoder` gives semantic extraction the same SoVITS encoding as the prompt's.
+
 With untrained (freshly initialised) checkpoints the output is noise of the right length.
 """
 
@@ -53,7 +57,10 @@ from gptsovits_jax.models.gpt import generate
 from gptsovits_jax.models.sovits import SynthesizerTrn
 from gptsovits_jax.text.frontend import SUPPORTED_LANGUAGES, TextError, canonical_language, text_to_phonemes
 from gptsovits_jax.text.symbols import PUNCTUATION, symbols_to_ids
-from gptsovits_jax.train.checkpoint import CheckpointMismatchError, restore_train_state
+from gptsovits_jax.train.checkpoint import CheckpointMismatchError
+from gptsovits_jax.train.gpt_step import gpt_model
+from gptsovits_jax.train.restore import INFERENCE_FIELDS, StageVariables, restore_variables
+from gptsovits_jax.train.sovits_step import sovits_synthesizer
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +161,12 @@ def _pad(x: np.ndarray, length: int) -> np.ndarray:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _encode_prompt(synth: SynthesizerTrn, variables: Any, ssl: jax.Array) -> jax.Array:
-    """``ssl [1, T, D]`` (50 Hz, T even) -> semantic codes of the first quantizer ``[1, T / 2]`` int32."""
+def encode_semantic(synth: SynthesizerTrn, variables: Any, ssl: jax.Array) -> jax.Array:
+    """``ssl [B, T, D]`` (50 Hz, T even) -> semantic codes of the first quantizer ``[B, T / 2]`` int32.
+
+    Upstream's ``extract_latent`` followed by ``codes[0]``, as its semantic extraction and its
+    inference take the prompt. ``variables``: ``{"params": params_g, "quantizer": codebooks}``.
+    """
     return synth.apply(variables, ssl, method=SynthesizerTrn.extract_latent)[0]
 
 
@@ -271,16 +282,62 @@ def _text_inputs(text: str, language: str, argument: str, bert: Any, bert_dim: i
     return ids, features.astype(preprocess.BERT_STORAGE_DTYPE).astype(np.float32)
 
 
-def _restore(path: str | os.PathLike, stage: str, argument: str) -> tuple[Any, Any, Config]:
-    """``restore_train_state`` with errors that name the argument and the path."""
+def _restore(path: str | os.PathLike, stage: str, argument: str) -> StageVariables:
+    """The parameters (and codebook) inference needs, on this process's first device; errors name the argument and the path."""
     if not Path(path).exists():
         raise FileNotFoundError(f"{argument}: checkpoint not found: {path}")
     try:
-        return restore_train_state(path, stage)
+        return restore_variables(path, stage, INFERENCE_FIELDS[stage], device=jax.local_devices()[0])
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{argument}: {err}") from None
     except CheckpointMismatchError as err:
         raise CheckpointMismatchError(f"{argument}: {err}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class SovitsModel:
+    """A SoVITS checkpoint's generator, ready for inference.
+
+    Attributes:
+      synth: the module, in the compute dtype training used.
+      variables: ``{"params": params_g, "quantizer": codebooks}``.
+      config: the checkpoint's config.
+      step: the checkpoint's step.
+    """
+
+    synth: SynthesizerTrn
+    variables: Any
+    config: Config
+    step: int
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, argument: str = "sovits_ckpt") -> SovitsModel:
+        """Read the generator's parameters and codebook (nothing else) from a SoVITS checkpoint.
+
+        ``path``: a run directory, its ``checkpoints``/``best`` folder or one step's folder.
+
+        Raises:
+          FileNotFoundError: no checkpoint at ``path`` (the message names ``argument``).
+          CheckpointMismatchError: a GPT checkpoint, or arrays that do not fit its config.
+        """
+        restored = _restore(path, "sovits", argument)
+        variables = {"params": restored.variables["params_g"], "quantizer": restored.variables["quantizer"]}
+        return cls(sovits_synthesizer(restored.config), variables, restored.config, restored.step)
+
+    def encode(self, ssl: np.ndarray | jax.Array) -> jax.Array:
+        """``ssl [B, T, D]`` float32 (50 Hz, T even) -> semantic codes ``[B, T / 2]`` int32 (see :func:`encode_semantic`)."""
+        return encode_semantic(self.synth, self.variables, jnp.asarray(ssl, jnp.float32))
+
+
+def semantic_encoder(sovits_ckpt: str | os.PathLike):
+    """``(encode_fn, encoder_id, config)`` for :func:`gptsovits_jax.data.semantic.extract_semantic` from a SoVITS checkpoint.
+
+    ``encode_fn``: SSL features ``[B, T, D]`` (50 Hz, T even) -> semantic codes ``[B, T / 2]``, the
+    same codes :meth:`Synthesizer.reference` takes as the prompt; ``encoder_id`` names the
+    checkpoint and its step.
+    """
+    model = SovitsModel.from_checkpoint(sovits_ckpt)
+    return model.encode, f"{Path(sovits_ckpt).absolute()}@{model.step}", model.config
 
 
 # --------------------------------------------------------------------------- synthesizer
@@ -340,20 +397,20 @@ class Synthesizer:
           CompatibilityError: the two were not trained for each other.
           BertConfigError, BertWeightsError: the BERT directory cannot give ``gpt.bert_dim``-wide features.
         """
-        gpt_state, gpt_setup, gpt_config = _restore(gpt_ckpt, "gpt", "gpt_ckpt")
-        sovits_state, sovits_setup, sovits_config = _restore(sovits_ckpt, "sovits", "sovits_ckpt")
+        gpt = _restore(gpt_ckpt, "gpt", "gpt_ckpt")
+        sovits = SovitsModel.from_checkpoint(sovits_ckpt, "sovits_ckpt")
         bert = None
-        if bert_path is not None or gpt_config.text.bert_path is not None:
+        if bert_path is not None or gpt.config.text.bert_path is not None:
             from gptsovits_jax.data.bert_features import BertFeatureExtractor
 
-            bert = BertFeatureExtractor(bert_path if bert_path is not None else gpt_config.text.bert_path, gpt_config.gpt.bert_dim)
+            bert = BertFeatureExtractor(bert_path if bert_path is not None else gpt.config.text.bert_path, gpt.config.gpt.bert_dim)
         return cls(
-            gpt_state.params,
-            gpt_config,
-            sovits_setup.synth,
-            {"params": sovits_state.params_g, "quantizer": sovits_state.quantizer},
-            sovits_config,
-            gpt_dtype=gpt_setup.model.dtype,
+            gpt.variables["params"],
+            gpt.config,
+            sovits.synth,
+            sovits.variables,
+            sovits.config,
+            gpt_dtype=gpt_model(gpt.config).dtype,
             names=(str(gpt_ckpt), str(sovits_ckpt)),
             bert=bert,
         )
@@ -394,7 +451,7 @@ class Synthesizer:
         if not REFERENCE_SECONDS[0] <= seconds <= REFERENCE_SECONDS[1]:
             log.warning("%s: reference of %.2f s; upstream expects %g-%g s", path, seconds, *REFERENCE_SECONDS)
         padded = _pad(ssl[:frames], _bucket(frames, 2 * BUCKET))
-        prompt = np.asarray(_encode_prompt(self.synth, self.sovits_variables, jnp.asarray(padded[None])))[0, : frames // 2]
+        prompt = np.asarray(encode_semantic(self.synth, self.sovits_variables, jnp.asarray(padded[None])))[0, : frames // 2]
         return Reference(path=path, phoneme_ids=phoneme_ids, prompt=prompt.astype(np.int32), spec=spec, bert=bert)
 
     def synthesize(

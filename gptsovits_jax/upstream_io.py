@@ -55,18 +55,15 @@ import jax
 import numpy as np
 
 from gptsovits_jax.config import Config
+from gptsovits_jax.train.restore import INFERENCE_FIELDS, abstract_variables, restore_variables
 from gptsovits_jax.upstream_weights import (
     ImportReport,
-    abstract_target,
     check_config_holds_v2,
     load_upstream_checkpoint,
     project_to_upstream,
 )
 
 log = logging.getLogger(__name__)
-
-STAGE_FIELDS = {"gpt": ("params",), "sovits": ("params_g", "quantizer", "params_d")}
-"""The train-state fields a stage starts from and exports: parameters and the codebook, never optimizer moments."""
 
 SOVITS_VERSION_TAG = b"01"
 """Upstream's v2 tag (``process_ckpt.head2version``)."""
@@ -83,7 +80,7 @@ class UpstreamIOError(ValueError):
 
 
 def fresh_variables(stage: str, config: Config) -> dict[str, Any]:
-    """A fresh initialisation of ``stage``'s :data:`STAGE_FIELDS` (the stage's seed, as :func:`create_*_state`)."""
+    """A fresh initialisation of ``stage``'s :data:`~gptsovits_jax.train.restore.STAGE_FIELDS` (the stage's seed, as :func:`create_*_state`)."""
     from gptsovits_jax.train.common import init_key
 
     if stage == "gpt":
@@ -94,14 +91,6 @@ def fresh_variables(stage: str, config: Config) -> dict[str, Any]:
 
     params_g, quantizer, params_d = jax.jit(init_sovits_variables, static_argnums=0)(config, init_key(config.sovits_train.seed))
     return {"params_g": params_g, "quantizer": quantizer, "params_d": params_d}
-
-
-def abstract_variables(stage: str, config: Config) -> dict[str, Any]:
-    """Shapes of ``stage``'s :data:`STAGE_FIELDS` for ``config`` (nothing is initialised)."""
-    if stage == "gpt":
-        return {"params": abstract_target("gpt", config)}
-    generator = abstract_target("generator", config)
-    return {"params_g": generator["params"], "quantizer": generator["quantizer"], "params_d": abstract_target("discriminator", config)}
 
 
 def initial_state(stage: str, config: Config, variables: dict[str, Any]):
@@ -164,7 +153,7 @@ def _flatten(tree: Any) -> dict[tuple[str, ...], Any]:
 def load_upstream_stage(
     stage: str, config: Config, path: str | Path, discriminator_path: str | Path | None = None, *, require_v2: bool = True
 ) -> tuple[dict[str, Any], list[PartSource]]:
-    """``stage``'s :data:`STAGE_FIELDS` from upstream's files, and where each part came from.
+    """``stage``'s :data:`~gptsovits_jax.train.restore.STAGE_FIELDS` from upstream's files, and where each part came from.
 
     GPT: ``path`` is the s1 file. SoVITS: ``path`` is the generator file (``enc_q`` initialised fresh
     when it is an inference export), ``discriminator_path`` the discriminator file (fresh when None).
@@ -175,17 +164,29 @@ def load_upstream_stage(
     if stage == "gpt":
         params, report = load_upstream_checkpoint("gpt", path, config, require_v2=False)
         return {"params": params}, [PartSource("gpt", str(path), report, count_values(params), 0)]
-    fresh = fresh_variables("sovits", config)
-    target = {"params": fresh["params_g"], "quantizer": fresh["quantizer"]}
+    # The files are mapped onto shapes; the model is initialised only for what they lack (an
+    # export's enc_q, a missing discriminator file): a full v2 initialisation costs ~10 s and ~2 GB.
+    abstract = abstract_variables("sovits", config)
+    target = {"params": abstract["params_g"], "quantizer": abstract["quantizer"]}
     generator, report = load_upstream_checkpoint("generator", path, config, target, require_v2=False)
-    sources = [PartSource("generator", str(path), report, count_values(generator), _fresh_count(report, target))]
-    params_d = fresh["params_d"]
-    if discriminator_path is None:
-        sources.append(PartSource("discriminator", None, None, count_values(params_d), count_values(params_d)))
-    else:
+    params_d, report_d = abstract["params_d"], None
+    if discriminator_path is not None:
         params_d, report_d = load_upstream_checkpoint("discriminator", discriminator_path, config, params_d, require_v2=False)
-        sources.append(PartSource("discriminator", str(discriminator_path), report_d, count_values(params_d), 0))
+    if report.fresh_leaves or discriminator_path is None:
+        fresh = fresh_variables("sovits", config)
+        generator = _fill_abstract(generator, {"params": fresh["params_g"], "quantizer": fresh["quantizer"]})
+        params_d = _fill_abstract(params_d, fresh["params_d"])
+    d_values = count_values(params_d)
+    sources = [
+        PartSource("generator", str(path), report, count_values(generator), _fresh_count(report, target)),
+        PartSource("discriminator", None if report_d is None else str(discriminator_path), report_d, d_values, 0 if report_d else d_values),
+    ]
     return {"params_g": generator["params"], "quantizer": generator["quantizer"], "params_d": params_d}, sources
+
+
+def _fill_abstract(tree: Any, fresh: Any) -> Any:
+    """``tree`` with every abstract leaf (``jax.ShapeDtypeStruct``: not in the file) taken from ``fresh``."""
+    return jax.tree.map(lambda leaf, new: new if isinstance(leaf, jax.ShapeDtypeStruct) else leaf, tree, fresh)
 
 
 def _run_dir(path: Path, stage: str) -> Path:
@@ -194,7 +195,7 @@ def _run_dir(path: Path, stage: str) -> Path:
 
 
 def load_project_stage(stage: str, config: Config, path: str | Path) -> tuple[dict[str, Any], list[PartSource]]:
-    """``stage``'s :data:`STAGE_FIELDS` from a project run, checkpoints folder or checkpoint (or an import's output folder).
+    """``stage``'s :data:`~gptsovits_jax.train.restore.STAGE_FIELDS` from a project run, checkpoints folder or checkpoint (or an import's output folder).
 
     Only those fields are read (no optimizer moments); their shapes must be ``config``'s, whatever
     else the checkpoint's own config says (other schedules, steps, data).
@@ -202,20 +203,9 @@ def load_project_stage(stage: str, config: Config, path: str | Path) -> tuple[di
     Raises:
       CheckpointMismatchError: a checkpoint of the other stage, or arrays of other shapes (all listed).
     """
-    from gptsovits_jax.train.checkpoint import CheckpointMismatchError, read_checkpoint_config, restore_state_fields, shape_mismatches
-
     folder = _run_dir(Path(path), stage)
-    _, saved_stage, step = read_checkpoint_config(folder)
-    if saved_stage != stage:
-        raise CheckpointMismatchError(f"{folder} holds a {saved_stage!r} checkpoint (step {step}), not a {stage!r} one")
-    variables, _, _, _, step = restore_state_fields(folder, STAGE_FIELDS[stage])
-    mismatches = shape_mismatches(variables, abstract_variables(stage, config))
-    if mismatches:
-        listed = "\n  ".join(mismatches[:40])
-        more = f"\n  ... and {len(mismatches) - 40} more" if len(mismatches) > 40 else ""
-        raise CheckpointMismatchError(
-            f"{folder} (step {step}) does not fit config {config.name!r}: {len(mismatches)} array(s) differ:\n  {listed}{more}"
-        )
+    restored = restore_variables(folder, stage, config=config)
+    variables, step = restored.variables, restored.step
     source = f"{folder} (step {step})"
     if stage == "gpt":
         return variables, [PartSource("gpt", source, None, count_values(variables["params"]), 0)]
@@ -335,15 +325,20 @@ def import_upstream(
     for p in (s1, s2g, s2d):
         if p is not None and not Path(p).is_file():
             raise FileNotFoundError(f"{p}: no such file")
-    gpt, gpt_sources = load_upstream_stage("gpt", config, s1, require_v2=False)
-    sovits, sovits_sources = load_upstream_stage("sovits", config, s2g, s2d, require_v2=False)
-    for stage, variables in (("gpt", gpt), ("sovits", sovits)):
-        state, _ = initial_state(stage, config, variables)
+    # Every file is read and mapped before anything is written; then one stage's train state at a
+    # time, released before the next (a v2 state with its optimizer moments is three times its parameters).
+    variables, gpt_sources = load_upstream_stage("gpt", config, s1, require_v2=False)
+    stages = {"gpt": variables}
+    stages["sovits"], sovits_sources = load_upstream_stage("sovits", config, s2g, s2d, require_v2=False)
+    del variables
+    for stage in runs:
+        state, _ = initial_state(stage, config, stages.pop(stage))
         checkpointer = Checkpointer(runs[stage], config, stage, keep=1, asynchronous=False)
         try:
             checkpointer.save(0, state, {})
         finally:
             checkpointer.close()
+        del state
     return ImportResult(runs=runs, sources=gpt_sources + sovits_sources)
 
 
@@ -609,7 +604,7 @@ def export_upstream(
       UpstreamIOError: epochs that cannot be counted.
     """
     from gptsovits_jax.infer import check_compatible
-    from gptsovits_jax.train.checkpoint import read_checkpoint_config, restore_state_fields
+    from gptsovits_jax.train.checkpoint import read_checkpoint_config
 
     gpt_config, gpt_stage, _ = read_checkpoint_config(gpt_ckpt)
     sovits_config, sovits_stage, _ = read_checkpoint_config(sovits_ckpt)
@@ -621,8 +616,9 @@ def export_upstream(
         check_config_holds_v2(sovits_config, ("generator",))
     check_compatible(gpt_config, sovits_config, str(gpt_ckpt), str(sovits_ckpt))
     name = name or gpt_config.name
-    gpt, gpt_data, _, _, gpt_step = restore_state_fields(gpt_ckpt, STAGE_FIELDS["gpt"][:1])
-    sovits, sovits_data, _, _, sovits_step = restore_state_fields(sovits_ckpt, ("params_g", "quantizer"))
+    gpt = restore_variables(gpt_ckpt, "gpt", INFERENCE_FIELDS["gpt"])
+    sovits = restore_variables(sovits_ckpt, "sovits", INFERENCE_FIELDS["sovits"])
+    gpt_step, gpt_data, sovits_step, sovits_data = gpt.step, gpt.data_state, sovits.step, sovits.data_state
     e_gpt = Epochs(gpt_epochs, "given") if gpt_epochs is not None else completed_epochs("gpt", gpt_config, gpt_step, gpt_data, cache_dir)
     e_sovits = (
         Epochs(sovits_epochs, "given")
@@ -630,9 +626,18 @@ def export_upstream(
         else completed_epochs("sovits", sovits_config, sovits_step, sovits_data, cache_dir)
     )
 
-    generator = {"params": sovits["params_g"], "quantizer": sovits["quantizer"]}
+    generator = {"params": sovits.variables["params_g"], "quantizer": sovits.variables["quantizer"]}
     gpt_path, sovits_path = write_upstream_files(
-        out, name, gpt["params"], gpt_config, e_gpt.epochs, generator, sovits_config, e_sovits.epochs, sovits_step, version_tag=version_tag
+        out,
+        name,
+        gpt.variables["params"],
+        gpt_config,
+        e_gpt.epochs,
+        generator,
+        sovits_config,
+        e_sovits.epochs,
+        sovits_step,
+        version_tag=version_tag,
     )
     tag = SOVITS_VERSION_TAG if version_tag else None
     return ExportResult(gpt_path, sovits_path, e_gpt, e_sovits, sovits_step, tag)

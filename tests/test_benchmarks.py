@@ -420,11 +420,22 @@ def test_peak_fractions_names_the_file_and_line_of_a_broken_record(tmp_path):
 def test_step_memory_fits_memory_against_batch_and_finds_the_largest_batch():
     step_memory = load_benchmark("step_memory")
     gb = 1e9
-    rows = [
-        {"model": "gpt", "remat": "none", "seconds": 10.0, "batch": b, "total_bytes": int(1.5 * gb + 0.5 * gb * b)} for b in (1, 8)
-    ]
+    rows = [{"model": "gpt", "remat": "none", "seconds": 10.0, "batch": b, "total_bytes": int(1.5 * gb + 0.5 * gb * b)} for b in (1, 8)]
     rows.append({"model": "gpt", "remat": "none", "seconds": 5.0, "batch": 1, "total_bytes": 1})  # another length: ignored
     (fit,) = step_memory.largest_batches(rows)
     assert fit["fixed_gb"] == pytest.approx(1.5) and fit["per_row_gb"] == pytest.approx(0.5)
     # (16 - 1.5) / 0.5 = 29, (40 - 1.5) / 0.5 = 77, (80 - 1.5) / 0.5 = 157
     assert (fit["max_batch_16gb"], fit["max_batch_40gb"], fit["max_batch_80gb"]) == (29, 77, 157)
+
+
+def test_import_upstream_stand_ins_hold_the_manifests_keys_and_shapes_as_float16(repo_root):
+    bench = load_benchmark("import_upstream")
+    manifest = json.loads(bench.MANIFEST.read_text())
+    small = {part: dict(list(manifest[part].items())[:5]) for part in ("gpt", "generator", "discriminator")}
+    small["generator"]["quantizer.vq.layers.0._codebook.inited"] = manifest["generator"]["quantizer.vq.layers.0._codebook.inited"]
+    for part, specs in small.items():
+        weights = bench.stand_in_weights(part, small, seed=0)
+        assert list(weights) == list(specs)
+        assert all(weights[k].shape == tuple(s["shape"]) and weights[k].dtype == "float16" for k, s in specs.items())
+    inited = bench.stand_in_weights("generator", small, seed=0)["quantizer.vq.layers.0._codebook.inited"]
+    assert (inited == 1).all()

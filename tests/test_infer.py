@@ -20,6 +20,7 @@ from gptsovits_jax.text.frontend import TextError
 from gptsovits_jax.text.symbols import SYMBOL_TO_ID
 from gptsovits_jax.train.checkpoint import Checkpointer, CheckpointMismatchError
 from gptsovits_jax.train.gpt_step import create_gpt_state
+from gptsovits_jax.train.restore import restore_train_state
 from gptsovits_jax.train.sovits_step import create_sovits_state
 from tests.conftest import SMALL_SOVITS
 
@@ -168,6 +169,30 @@ def test_reference_features_are_the_training_features(synthesizer, reference, re
     codes = synthesizer.synth.apply(synthesizer.sovits_variables, jnp.asarray(ssl), method=SynthesizerTrn.extract_latent)
     assert reference.prompt.shape == (frames // 2,)
     np.testing.assert_array_equal(reference.prompt, np.asarray(codes[0, 0]))
+
+
+def test_semantic_extraction_encodes_like_the_reference_prompt(checkpoints, synthesizer, reference, ref_wav):
+    encode, encoder_id, config = infer.semantic_encoder(checkpoints["sovits"])
+    assert encoder_id == f"{checkpoints['sovits'].absolute()}@7" and config == synthesizer.config
+    features = preprocess.compute_features(ref_wav, config.audio, config.ssl)
+    frames = features["ssl"].shape[0] - features["ssl"].shape[0] % 2
+    ssl = features["ssl"].astype(np.float16).astype(np.float32)[:frames]
+    codes = np.asarray(encode(np.stack([ssl, np.zeros_like(ssl)])))
+    assert codes.shape == (2, frames // 2)
+    np.testing.assert_array_equal(codes[0], reference.prompt)
+
+
+def test_synthesizer_holds_what_the_whole_train_states_hold(checkpoints, synthesizer):
+    """Loading reads only parameters and codebook; they are the saved states' own."""
+    gpt_state, gpt_setup, _ = restore_train_state(checkpoints["gpt"], "gpt")
+    sovits_state, sovits_setup, _ = restore_train_state(checkpoints["sovits"], "sovits")
+    expected = ((gpt_state.params,), {"params": sovits_state.params_g, "quantizer": sovits_state.quantizer})
+    actual = ((synthesizer.gpt_params,), synthesizer.sovits_variables)
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, b in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert synthesizer.synth == sovits_setup.synth and synthesizer.gpt_dtype == gpt_setup.model.dtype
 
 
 def test_text_without_final_punctuation_gets_a_period(synthesizer, ref_wav):

@@ -21,13 +21,14 @@ from flax import traverse_util
 from gptsovits_jax.cli import main
 from gptsovits_jax.config import load_config
 from gptsovits_jax.torch_checkpoint import read_torch_checkpoint
-from gptsovits_jax.train.checkpoint import Checkpointer, read_checkpoint_config, restore_state_fields, restore_train_state
+from gptsovits_jax.train.checkpoint import Checkpointer, read_checkpoint_config, restore_state_fields
 from gptsovits_jax.train.parallel import make_mesh
+from gptsovits_jax.train.restore import STAGE_FIELDS, restore_train_state, restore_variables
 from gptsovits_jax.train.stages import build_stage
 from gptsovits_jax.upstream_io import (
-    STAGE_FIELDS,
     UpstreamIOError,
     completed_epochs,
+    fresh_variables,
     initial_state,
     starting_variables,
 )
@@ -402,6 +403,13 @@ def test_import_of_an_inference_export_reports_enc_q_and_the_discriminator_fresh
         "generator: enc_q (the posterior encoder; upstream's inference exports leave it out): not in the file, initialised fresh" in stdout
     )
     assert "discriminator: no file given, initialised fresh (11,276 values)" in stdout
+
+
+def test_parts_the_files_lack_start_from_the_stages_seeded_initialisation(reimported, config):
+    imported = restore_variables(reimported[0] / "sovits", "sovits").variables
+    fresh = fresh_variables("sovits", config)
+    assert_trees_equal(imported["params_d"], fresh["params_d"])
+    assert_trees_equal(imported["params_g"]["enc_q"], fresh["params_g"]["enc_q"])
 
 
 def to_float16(tree):

@@ -45,7 +45,8 @@ def write(out: Path) -> None:
 
     from gptsovits_jax.config import load_config
     from gptsovits_jax.torch_checkpoint import read_torch_checkpoint, write_torch_checkpoint
-    from gptsovits_jax.upstream_io import abstract_variables, write_upstream_files
+    from gptsovits_jax.train.restore import abstract_variables
+    from gptsovits_jax.upstream_io import write_upstream_files
 
     config = load_config(REPO / "configs" / "finetune-v2.yaml")
     rng = np.random.default_rng(0)

@@ -55,6 +55,13 @@ def shape_mismatches(saved: Any, target: Any) -> list[str]:
     return lines
 
 
+def listed_mismatches(mismatches: list[str], limit: int = 40) -> str:
+    """``"N array(s) differ:"`` and the first ``limit`` lines of :func:`shape_mismatches`, one per line."""
+    listed = "\n  ".join(mismatches[:limit])
+    more = f"\n  ... and {len(mismatches) - limit} more" if len(mismatches) > limit else ""
+    return f"{len(mismatches)} array(s) differ:\n  {listed}{more}"
+
+
 def _manager(directory: Path, name: str, keep: int, asynchronous: bool) -> ocp.CheckpointManager:
     """A manager whose cross-process barriers are named after ``name``.
 
@@ -143,11 +150,9 @@ class Checkpointer:
         saved_tree = manager.item_metadata(step)["state"].tree
         mismatches = shape_mismatches(saved_tree, target_state)
         if mismatches:
-            listed = "\n  ".join(mismatches[:40])
-            more = f"\n  ... and {len(mismatches) - 40} more" if len(mismatches) > 40 else ""
             saved_name = meta.get("config", {}).get("name", "?")
             raise CheckpointMismatchError(
-                f"{where} (config {saved_name!r}) does not fit config {self.config.name!r}: {len(mismatches)} array(s) differ:\n  {listed}{more}"
+                f"{where} (config {saved_name!r}) does not fit config {self.config.name!r}: {listed_mismatches(mismatches)}"
             )
         restored = manager.restore(
             step,
@@ -179,7 +184,10 @@ def _checkpoint_dir(path: str | Path) -> tuple[Path, int | None]:
 
 
 def read_checkpoint_config(path: str | Path) -> tuple[Config, str, int]:
-    """``(config, stage, step)`` stored with a checkpoint (``path`` as for :func:`restore_train_state`)."""
+    """``(config, stage, step)`` stored with a checkpoint.
+
+    ``path`` is a run directory (newest checkpoint), its ``checkpoints`` or ``best`` folder, or one step's folder.
+    """
     from gptsovits_jax.config import config_from_dict
 
     folder, step = _checkpoint_dir(path)
@@ -194,45 +202,36 @@ def read_checkpoint_config(path: str | Path) -> tuple[Config, str, int]:
     return config_from_dict(meta["config"]), meta["stage"], step
 
 
-def restore_train_state(path: str | Path, stage: str) -> tuple[Any, Any, Config]:
-    """Load a train state for inference or export onto this process's first device: ``(state, setup, config)``.
+def restore_state(path: str | Path, target: Any) -> Any:
+    """The whole saved state (optimizer state included) into the structure of ``target``.
 
-    ``path`` is a run directory (newest checkpoint), its ``checkpoints`` or ``best``
-    folder, or one step's folder. The config comes from the checkpoint itself. The
-    checkpoint may come from any number of devices and processes.
+    ``path`` as for :func:`read_checkpoint_config`; ``target`` holds ``jax.ShapeDtypeStruct`` s
+    whose shardings say where the arrays go.
     """
-    from gptsovits_jax.train.gpt_step import create_gpt_state
-    from gptsovits_jax.train.sovits_step import create_sovits_state
-
-    config, saved_stage, step = read_checkpoint_config(path)
-    if saved_stage != stage:
-        raise CheckpointMismatchError(f"{path} holds a {saved_stage!r} checkpoint, expected {stage!r}")
-    create = create_sovits_state if stage == "sovits" else create_gpt_state
-    built = {}
-
-    def abstract_state():
-        state, built["setup"] = create(config)
-        return state
-
-    # Shapes only: no parameter is initialised or compiled just to be overwritten. Without a
-    # sharding, orbax would restore onto the devices that saved, which may not exist here.
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    fresh = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), jax.eval_shape(abstract_state))
-    setup = built["setup"]
-    folder, _ = _checkpoint_dir(path)
+    folder, step = _checkpoint_dir(path)
     manager = ocp.CheckpointManager(folder, item_handlers=_handlers(), options=ocp.CheckpointManagerOptions(read_only=True))
     try:
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(fresh)))
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {folder}")
+        return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
     finally:
         manager.close()
-    return restored["state"], setup, config
 
 
-def restore_state_fields(path: str | Path, fields: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any], Config, str, int]:
-    """Only the named top-level fields of a saved train state, e.g. ``("params",)``: no optimizer moments are read.
+def restore_state_fields(
+    path: str | Path, fields: tuple[str, ...], device: jax.Device | None = None
+) -> tuple[dict[str, Any], dict[str, Any], Config, str, int]:
+    """Only the named top-level fields of a saved train state, e.g. ``("params",)``: nothing else is read.
 
-    ``path`` as for :func:`restore_train_state`. Nothing is built: the arrays' shapes come from the
-    checkpoint's own metadata and they are returned as numpy arrays (on the host).
+    An orbax partial restore: the arrays of other fields (the optimizer moments, twice the
+    parameters with Adam) are not read from disk. Nothing is built: the arrays' shapes and dtypes
+    come from the checkpoint's own metadata.
+
+    Args:
+      path: a run directory (newest checkpoint), its ``checkpoints`` or ``best`` folder, or one step's folder.
+      fields: top-level names of the saved state.
+      device: restore onto this device as ``jax.Array`` s; None gives numpy arrays on the host.
 
     Returns:
       ``(fields, data_state, config, stage, step)``: field name -> its tree; the input iterator's
@@ -248,7 +247,12 @@ def restore_state_fields(path: str | Path, fields: tuple[str, ...]) -> tuple[dic
         if missing:
             raise CheckpointMismatchError(f"{folder / str(step)}: the {stage} state has no {', '.join(missing)}")
         target = {name: saved[name] for name in fields}
-        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+        if device is None:
+            restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+        else:
+            # Without a sharding, orbax would restore onto the devices that saved, which may not exist here.
+            sharding = jax.sharding.SingleDeviceSharding(device)
+            restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=sharding, global_shape=x.shape, dtype=x.dtype), target)
         restored = manager.restore(
             step,
             args=ocp.args.Composite(

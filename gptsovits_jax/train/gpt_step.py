@@ -65,10 +65,15 @@ def init_gpt_params(config: Config, rng: jax.Array) -> Any:
     return model.init(rng, b["phoneme_ids"], b["phoneme_lens"], None, b["semantic_ids"], b["semantic_lens"], deterministic=True)["params"]
 
 
+def gpt_model(config: Config) -> Text2SemanticDecoder:
+    """The module as training runs it (compute dtype of ``gpt_train.precision``, layer scan, remat)."""
+    train = config.gpt_train
+    return Text2SemanticDecoder(config.gpt, dtype=COMPUTE_DTYPES[train.precision], scan_layers=train.scan_layers, remat=train.remat)
+
+
 def make_gpt_setup(config: Config, params: Any) -> GPTSetup:
     """Module and optimizer for ``config`` (params may be abstract)."""
-    train = config.gpt_train
-    model = Text2SemanticDecoder(config.gpt, dtype=COMPUTE_DTYPES[train.precision], scan_layers=train.scan_layers, remat=train.remat)
+    model = gpt_model(config)
     opt = build_optimizer(config.gpt_train.optim, params, total_steps=optimizer_steps(config.gpt_train.steps, config.gpt_train.optim))
     return GPTSetup(model=model, opt=opt, config=config)
 

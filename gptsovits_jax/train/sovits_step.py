@@ -86,10 +86,15 @@ def example_sovits_batch(config: Config, batch_size: int, frames: int, text_len:
     }
 
 
+def sovits_synthesizer(config: Config) -> SynthesizerTrn:
+    """The generator module as training runs it (compute dtype of ``sovits_train.precision``); inference uses the same."""
+    return build_synthesizer(config, dtype=COMPUTE_DTYPES[config.sovits_train.precision])
+
+
 def make_sovits_setup(config: Config, params_g: Any, params_d: Any) -> SoVITSSetup:
     """Modules and optimizers for ``config`` (params may be abstract ``ShapeDtypeStruct`` s)."""
     dtype = COMPUTE_DTYPES[config.sovits_train.precision]
-    synth = build_synthesizer(config, dtype=dtype)
+    synth = sovits_synthesizer(config)
     disc = MultiPeriodDiscriminator(config.discriminator, dtype=dtype)
     steps = config.sovits_train.steps
     opt_g = build_optimizer(config.sovits_train.optim_g, params_g, total_steps=steps)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from gptsovits_jax.optim import param_path
-from gptsovits_jax.train.checkpoint import restore_train_state
 from gptsovits_jax.train.metrics_log import read_metrics
+from gptsovits_jax.train.restore import restore_train_state
 
 # One worker runs this module, so its expensive module-scoped fixture is built once (make test: --dist loadgroup).
 pytestmark = pytest.mark.xdist_group("parallel")
