@@ -50,6 +50,7 @@ _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s")
 _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s*\(.*\{\s*$")  # unindented; instructions are indented
 _CALLS = re.compile(r"calls=%?([\w.\-]+)")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
+_SCANNED_LAYER = re.compile(r"(?P<stack>[\w.]+)/(?P=stack)\._scanned/while/body/(?:[^/]+/)*?DecoderLayer(?=/|$)")
 _MATMUL = re.compile(r"\s(dot|convolution)\(")
 _INSTRUCTION_LIKE = re.compile(r"^[a-z][\w\-]*\.\d+$")
 
@@ -113,6 +114,9 @@ def attribute(op_name: str, keep_indices: bool = False) -> tuple[str, str]:
         pass_ = "other"
     path = [p for p in parts if p not in wrappers][:-1]  # the last part is the primitive
     module = "/".join(path) or "(top level)"
+    # A scanned stack runs one layer body for every layer (``h/h._scanned/while/body/.../DecoderLayer/linear1``):
+    # its ops belong to every ``layers_i`` at once, so they are reported as ``layers_N`` even with keep_indices.
+    module = _SCANNED_LAYER.sub(r"\g<stack>/layers_N", module)
     if not keep_indices:
         module = re.sub(r"_\d+(?=/|$)", "_N", module)
     return pass_, module
