@@ -150,8 +150,9 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
     for ax, model in zip(axes[0], models):
         rows = [r for r in records if r["model"] == model and r.get("part", "step") == "step"]
+        lengths = sorted({r["seconds"] for r in rows})
         for remat in sorted({r["remat"] for r in rows}):
-            for seconds in sorted({r["seconds"] for r in rows}):
+            for seconds in lengths:
                 line = sorted((r for r in rows if r["remat"] == remat and r["seconds"] == seconds), key=lambda r: r["batch"])
                 if line:
                     style = {"none": "-", "dots": "--", "full": ":"}[remat]
