@@ -95,7 +95,7 @@ def _compare(a_dir: Path, b_dir: Path, stage: str, rtol: float = 1e-5) -> None:
     _compare_params(dict(params_a), dict(params_b), stage, rtol)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per test worker, whatever runs between the tests that use it
 def device_runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("devices")
     subprocess.run([sys.executable, str(WORKER), "devices", str(out)], env=_env(8), check=True, timeout=3000)

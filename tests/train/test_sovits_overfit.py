@@ -39,7 +39,7 @@ OVERRIDES = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per test worker, whatever runs between the tests that use it
 def overfit(repo_root):
     config = load_config(repo_root / "configs/tiny.yaml", OVERRIDES)
     feats = compute_features(repo_root / "data/demo" / UTTERANCE[0], config.audio, config.ssl)
