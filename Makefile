@@ -36,7 +36,7 @@ train: $(STAMP)
 	$(VENV)/bin/gptsovits-jax demo --config $(CONFIG) --workdir $(WORKDIR)
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) --dist loadgroup --durations=15 tests
+	$(PY) -m pytest -n $(JOBS) --durations=15 tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -19,10 +19,6 @@ from gptsovits_jax.optim import param_path
 from gptsovits_jax.train.metrics_log import read_metrics
 from gptsovits_jax.train.restore import restore_train_state
 
-# The tests that share the device runs go to one worker, so the fixture is built once (make test: --dist loadgroup);
-# the other multi-process tests stay free to run on the other worker meanwhile.
-SHARES_DEVICE_RUNS = pytest.mark.xdist_group("parallel_device_runs")
-
 WORKER = Path(__file__).with_name("parallel_worker.py")
 REPO = Path(__file__).resolve().parents[2]
 # The worker's ``loop`` mode: FIRST_STEPS steps, then a resumed run to LOOP_STEPS.
@@ -103,14 +99,12 @@ def device_runs(tmp_path_factory):
 
 
 @pytest.mark.slow
-@SHARES_DEVICE_RUNS
 @pytest.mark.parametrize("stage", ["gpt", "sovits"])
 def test_eight_devices_match_one_device(device_runs, stage):
     _compare(device_runs / "devices1", device_runs / "devices8", stage)
 
 
 @pytest.mark.slow
-@SHARES_DEVICE_RUNS
 def test_two_processes_match_one_process(device_runs, tmp_path):
     port = _free_port()
     out = tmp_path / "distributed"

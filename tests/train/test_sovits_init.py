@@ -20,9 +20,6 @@ from flax import traverse_util
 from gptsovits_jax.convert import sovits_param_path
 from gptsovits_jax.train.sovits_step import init_sovits_variables
 
-# One worker runs this module, so its expensive module-scoped fixture is built once (make test: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("sovits_init")
-
 # Statistics of n values drawn from the right distribution stay within a few percent of the
 # reference for the sizes compared (n >= MIN_VALUES); a wrong scale is off by tens of percent.
 MIN_VALUES = 1024

@@ -21,9 +21,6 @@ from gptsovits_jax.models.sovits import SynthesizerTrn
 from gptsovits_jax.text.frontend import text_to_ids
 from gptsovits_jax.train.sovits_step import create_sovits_state, jit_sovits_train_step
 
-# One worker runs this module, so its expensive module-scoped fixture is built once (make test: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("sovits_overfit")
-
 UTTERANCE = ("ava/001.flac", "Good morning, everyone.")
 COPIES = 2
 STEPS = 800
