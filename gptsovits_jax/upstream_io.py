@@ -3,9 +3,9 @@
 Three uses, one per command:
 
 * ``import-upstream`` (:func:`import_upstream`): upstream's GPT, generator and (optionally)
-  discriminator files -> step-0 project checkpoints ``DIR/gpt`` and ``DIR/sovits``, written by
-  :class:`~gptsovits_jax.train.checkpoint.Checkpointer` as the training loop writes them (fresh
-  optimizer state), so ``synthesize`` and ``--init-from`` read them like any run;
+  discriminator files -> step-0 project checkpoints ``DIR/gpt`` and ``DIR/sovits`` holding the
+  parameters as the files hold them (no optimizer state: whatever reads them starts a fresh one),
+  so ``synthesize``, ``--init-from`` and ``--resume`` read them like any run;
 * ``train-gpt`` / ``train-sovits --init-from`` (:func:`starting_variables`): a stage's parameters
   (and for SoVITS the codebook) from an upstream file or a project checkpoint; the optimizer
   state and the step start fresh;
@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -151,27 +152,34 @@ def _flatten(tree: Any) -> dict[tuple[str, ...], Any]:
 
 
 def load_upstream_stage(
-    stage: str, config: Config, path: str | Path, discriminator_path: str | Path | None = None, *, require_v2: bool = True
+    stage: str,
+    config: Config,
+    path: str | Path,
+    discriminator_path: str | Path | None = None,
+    *,
+    require_v2: bool = True,
+    dtype: Any = np.float32,
 ) -> tuple[dict[str, Any], list[PartSource]]:
     """``stage``'s :data:`~gptsovits_jax.train.restore.STAGE_FIELDS` from upstream's files, and where each part came from.
 
     GPT: ``path`` is the s1 file. SoVITS: ``path`` is the generator file (``enc_q`` initialised fresh
     when it is an inference export), ``discriminator_path`` the discriminator file (fresh when None).
     The config is checked (all parts of the stage, ``require_v2``) before any file is opened.
+    ``dtype``: of the imported leaves (None: the files' own, e.g. float16; fresh parts are float32).
     """
     if require_v2:
         check_config_holds_v2(config, ("gpt",) if stage == "gpt" else ("generator", "discriminator"))
     if stage == "gpt":
-        params, report = load_upstream_checkpoint("gpt", path, config, require_v2=False)
+        params, report = load_upstream_checkpoint("gpt", path, config, require_v2=False, dtype=dtype)
         return {"params": params}, [PartSource("gpt", str(path), report, count_values(params), 0)]
     # The files are mapped onto shapes; the model is initialised only for what they lack (an
     # export's enc_q, a missing discriminator file): a full v2 initialisation costs ~10 s and ~2 GB.
     abstract = abstract_variables("sovits", config)
     target = {"params": abstract["params_g"], "quantizer": abstract["quantizer"]}
-    generator, report = load_upstream_checkpoint("generator", path, config, target, require_v2=False)
+    generator, report = load_upstream_checkpoint("generator", path, config, target, require_v2=False, dtype=dtype)
     params_d, report_d = abstract["params_d"], None
     if discriminator_path is not None:
-        params_d, report_d = load_upstream_checkpoint("discriminator", discriminator_path, config, params_d, require_v2=False)
+        params_d, report_d = load_upstream_checkpoint("discriminator", discriminator_path, config, params_d, require_v2=False, dtype=dtype)
     if report.fresh_leaves or discriminator_path is None:
         fresh = fresh_variables("sovits", config)
         generator = _fill_abstract(generator, {"params": fresh["params_g"], "quantizer": fresh["quantizer"]})
@@ -303,17 +311,22 @@ def import_upstream(
 ) -> ImportResult:
     """Upstream's GPT (``s1``), generator (``s2g``) and discriminator (``s2d``, optional) files -> ``out/gpt``, ``out/sovits``.
 
-    Each is a step-0 checkpoint of a train state with the imported parameters (float32), the codebook
-    marked initialised, and a fresh optimizer state, saved with ``config``. A generator without
-    ``enc_q`` (an inference export) gets a fresh posterior encoder; without ``s2d`` the discriminator
-    is fresh. The config (``require_v2``) and the output folders are checked before any file is read.
+    Each is a step-0 *fields* checkpoint (:func:`~gptsovits_jax.train.checkpoint.save_fields`)
+    saved with ``config``: the stage's parameters (and codebook, marked initialised) exactly as the
+    files hold them (float16 stays float16; restoring upcasts exactly to float32), no optimizer
+    state: ``--init-from``, ``--resume`` of that folder, ``synthesize`` and ``export-upstream`` give
+    it a fresh one. A generator without ``enc_q`` (an inference export) gets a fresh posterior
+    encoder; without ``s2d`` the discriminator is fresh (float32). The config (``require_v2``) and
+    the output folders are checked before any file is read; an import that fails removes what it
+    wrote. One stage at a time is read, mapped and written, each file's tensors released as they are
+    mapped: peak memory is about the larger stage's files above the interpreter's.
 
     Raises:
       WeightMappingError: a config without v2's sizes, or a file that does not map (everything listed).
       CheckpointFormatError: a file that is not a readable PyTorch checkpoint.
       UpstreamIOError: an output folder that already holds a checkpoint.
     """
-    from gptsovits_jax.train.checkpoint import Checkpointer
+    from gptsovits_jax.train.checkpoint import save_fields
 
     if require_v2:
         check_config_holds_v2(config)
@@ -325,21 +338,37 @@ def import_upstream(
     for p in (s1, s2g, s2d):
         if p is not None and not Path(p).is_file():
             raise FileNotFoundError(f"{p}: no such file")
-    # Every file is read and mapped before anything is written; then one stage's train state at a
-    # time, released before the next (a v2 state with its optimizer moments is three times its parameters).
-    variables, gpt_sources = load_upstream_stage("gpt", config, s1, require_v2=False)
-    stages = {"gpt": variables}
-    stages["sovits"], sovits_sources = load_upstream_stage("sovits", config, s2g, s2d, require_v2=False)
-    del variables
-    for stage in runs:
-        state, _ = initial_state(stage, config, stages.pop(stage))
-        checkpointer = Checkpointer(runs[stage], config, stage, keep=1, asynchronous=False)
-        try:
-            checkpointer.save(0, state, {})
-        finally:
-            checkpointer.close()
-        del state
-    return ImportResult(runs=runs, sources=gpt_sources + sovits_sources)
+    # One stage at a time (read, map, write, release): the peak holds one stage's files. A file
+    # that fails takes back what this call wrote, so a failed import leaves nothing behind.
+    loads = {
+        "gpt": lambda: load_upstream_stage("gpt", config, s1, require_v2=False, dtype=None),
+        "sovits": lambda: load_upstream_stage("sovits", config, s2g, s2d, require_v2=False, dtype=None),
+    }
+    sources, created = [], [path for path in runs.values() if not path.exists()]
+    try:
+        for stage, load in loads.items():
+            variables, found = load()
+            sources += found
+            save_fields(runs[stage], config, stage, 0, _on_device(variables))
+            del variables
+    except BaseException:
+        for path in runs.values():
+            shutil.rmtree(path if path in created else path / "checkpoints", ignore_errors=True)
+        raise
+    return ImportResult(runs=runs, sources=sources)
+
+
+def _on_device(tree: dict[str, Any]) -> dict[str, Any]:
+    """``tree``'s leaves as ``jax.Array`` s, each numpy leaf dropped from ``tree`` as it is copied (peak: one leaf more).
+
+    ``tree`` (nested dicts) is emptied; the caller must hold no other reference to its arrays.
+    """
+    out = {}
+    for key in list(tree):
+        value = tree.pop(key)
+        out[key] = _on_device(value) if isinstance(value, dict) else jax.device_put(value)
+        del value
+    return out
 
 
 # --------------------------------------------------------------------------- export-upstream

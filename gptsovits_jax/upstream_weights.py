@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -334,7 +334,9 @@ def _check(part: str, state_dict: Mapping[str, Any], entries: Mapping[str, _Entr
 # --------------------------------------------------------------------------- the two directions
 
 
-def upstream_to_project(part: str, state_dict: Mapping[str, np.ndarray], target: Any) -> tuple[Any, ImportReport]:
+def upstream_to_project(
+    part: str, state_dict: Mapping[str, np.ndarray], target: Any, *, dtype: Any = np.float32, consume: bool = False
+) -> tuple[Any, ImportReport]:
     """Upstream's state dict of ``part`` as a project tree shaped like ``target``.
 
     Args:
@@ -344,10 +346,14 @@ def upstream_to_project(part: str, state_dict: Mapping[str, np.ndarray], target:
       target: the project's tree for the config: the GPT's or the discriminator's parameters, or for
         the generator ``{"params": params_g, "quantizer": codebooks}`` (the ``params`` and
         ``quantizer`` collections); concrete or abstract (``jax.eval_shape``).
+      dtype: the imported leaves' dtype; None keeps each tensor's own (float16 files stay float16,
+        half the memory, for writers that upcast later: exact either way).
+      consume: delete each key from ``state_dict`` (a mutable mapping) once it is mapped, so the
+        file's tensors are released as their project copies are made (peak: one part plus one tensor).
 
     Returns:
-      ``(tree, report)``: ``tree`` has ``target``'s structure with every imported leaf a float32 numpy
-      array (``inited`` a bool ``True``); leaves of a group the file lacks (only ``enc_q``) keep
+      ``(tree, report)``: ``tree`` has ``target``'s structure with every imported leaf a numpy array
+      of ``dtype`` (``inited`` a bool ``True``); leaves of a group the file lacks (only ``enc_q``) keep
       ``target``'s values, and the report names the group.
 
     Raises:
@@ -358,18 +364,20 @@ def upstream_to_project(part: str, state_dict: Mapping[str, np.ndarray], target:
     absent = _check(part, state_dict, entries)
     flat = _flat(target)
     dtypes: set[str] = set()
-    values = 0
-    for key, value in state_dict.items():
+    values, tensors = 0, len(state_dict)
+    consume = consume and isinstance(state_dict, MutableMapping)
+    for key in list(state_dict):
         entry = entries[key]
-        array = np.asarray(value)
+        array = np.asarray(state_dict.pop(key) if consume else state_dict[key])
         dtypes.add(str(array.dtype))
         values += array.size
-        converted = entry.to_project(array.astype(np.float32, copy=False))
+        converted = entry.to_project(array if dtype is None else array.astype(dtype, copy=False))
+        del array
         flat[entry.path] = np.ones((), np.bool_) if entry.path[-1] == "inited" and part == "generator" else converted
     fresh_leaves = tuple(sorted("/".join(e.path) for k, e in entries.items() if _optional_group(part, k) in absent))
     report = ImportReport(
         part=part,
-        tensors=len(state_dict),
+        tensors=tensors,
         values=values,
         source_dtypes=tuple(sorted(dtypes)),
         fresh=tuple(OPTIONAL_GROUPS[part][g] for g in sorted(absent)),
@@ -486,14 +494,17 @@ def check_file_config(part: str, checkpoint: Any, config: Config) -> None:
 
 
 def load_upstream_checkpoint(
-    part: str, path: str | Path, config: Config, target: Any = None, *, require_v2: bool = True
+    part: str, path: str | Path, config: Config, target: Any = None, *, require_v2: bool = True, dtype: Any = np.float32
 ) -> tuple[Any, ImportReport]:
     """Check ``config``, read upstream's file of ``part`` at ``path`` and map it with :func:`upstream_to_project`.
+
+    The file's tensors are released as they are mapped (peak memory: the file plus one tensor).
 
     Args:
       target: the tree to fill (default: the abstract tree of ``config``; then leaves of a group the
         file lacks stay abstract, so pass a concrete initialised tree when that may happen).
       require_v2: check :func:`check_config_holds_v2` first (before the file is opened).
+      dtype: the imported leaves' dtype (None: the file's own, e.g. float16).
     """
     from gptsovits_jax.torch_checkpoint import read_torch_checkpoint
 
@@ -504,7 +515,7 @@ def load_upstream_checkpoint(
     if target is None:
         target = abstract_target(part, config)
     try:
-        return upstream_to_project(part, upstream_state_dict(part, checkpoint), target)
+        return upstream_to_project(part, upstream_state_dict(part, checkpoint), target, dtype=dtype, consume=True)
     except WeightMappingError as err:
         raise WeightMappingError(f"{path}: {err}") from None
 

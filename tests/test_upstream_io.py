@@ -21,7 +21,7 @@ from flax import traverse_util
 from gptsovits_jax.cli import main
 from gptsovits_jax.config import load_config
 from gptsovits_jax.torch_checkpoint import read_torch_checkpoint
-from gptsovits_jax.train.checkpoint import Checkpointer, read_checkpoint_config, restore_state_fields
+from gptsovits_jax.train.checkpoint import FIELDS_KEY, Checkpointer, read_checkpoint_config, read_checkpoint_meta, restore_state_fields
 from gptsovits_jax.train.parallel import make_mesh
 from gptsovits_jax.train.restore import STAGE_FIELDS, restore_train_state, restore_variables
 from gptsovits_jax.train.stages import build_stage
@@ -143,6 +143,13 @@ def test_import_upstream_writes_step_0_checkpoints_holding_the_files_values(impo
         variables, data_state, _, saved_stage, step = restore_state_fields(out / stage, STAGE_FIELDS[stage])
         assert (saved_stage, step, data_state) == (stage, 0, {})
         assert_trees_equal(variables, mapped[stage])
+        # Parameters only, as the files hold them: no optimizer moments, float16 stays float16.
+        assert read_checkpoint_meta(out / stage)[0][FIELDS_KEY] == sorted(STAGE_FIELDS[stage])
+        stored = {np.asarray(x).dtype for path, x in flat(variables).items() if not path.endswith("inited")}
+        assert stored == {np.dtype(np.float16)}
+        restored = restore_variables(out / stage, stage).variables
+        assert {x.dtype for x in jax.tree.leaves(restored) if x.dtype != np.bool_} == {np.dtype(np.float32)}
+        assert_trees_equal(restored, mapped[stage])
     codebook = flat(mapped["sovits"]["quantizer"])
     assert all(bool(v) for k, v in codebook.items() if k.endswith("inited"))
 
@@ -156,6 +163,22 @@ def test_imported_checkpoints_restore_as_train_states_with_fresh_optimizer_state
     assert moments and all(not np.any(np.asarray(x)) for m in moments for x in jax.tree.leaves((m.mu, m.nu)))
     state, _, _ = restore_train_state(out / "sovits", "sovits")
     assert_trees_equal(state.params_d, mapped["sovits"]["params_d"])
+
+
+@pytest.mark.parametrize("stage", ["gpt", "sovits"])
+def test_resuming_an_imported_folder_fills_a_fresh_state_with_the_files_values(stage, imported, mapped, config):
+    variables = fresh_variables(stage, config)
+    fresh, _ = initial_state(stage, config, variables)
+    state, data_state, step = Checkpointer(imported[0] / stage, config, stage).restore(fresh)
+    assert (step, data_state, int(state.step)) == (0, {}, 0)
+    for name in STAGE_FIELDS[stage]:
+        assert_trees_equal(getattr(state, name), mapped[stage][name])
+        assert all(x.dtype == y.dtype for x, y in zip(jax.tree.leaves(getattr(state, name)), jax.tree.leaves(variables[name])))
+    opt_states = [state.opt_state] if stage == "gpt" else [state.opt_state_g, state.opt_state_d]
+    fresh_opt_states = [fresh.opt_state] if stage == "gpt" else [fresh.opt_state_g, fresh.opt_state_d]
+    for restored_opt, fresh_opt in zip(opt_states, fresh_opt_states):
+        for x, y in zip(jax.tree.leaves(restored_opt), jax.tree.leaves(fresh_opt)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_import_refuses_a_config_without_v2_sizes_before_reading_any_file(repo_root, tmp_path):
@@ -183,6 +206,24 @@ def test_import_refuses_an_output_that_already_holds_checkpoints(imported, confi
         "import-upstream", *config_args, "--s1", tmp_path / "a.ckpt", "--s2g", tmp_path / "b.pth", "--out", out, "--allow-any-size"
     )
     assert code == 2 and "already holds a checkpoint; choose another --out" in stderr
+
+
+def test_an_import_whose_generator_file_fails_leaves_nothing_behind(fixtures, config_args, tmp_path):
+    # The GPT file is good and is written first; the "generator" is a GPT file: no key maps.
+    out = tmp_path / "out"
+    code, _, stderr = run_cli(
+        "import-upstream",
+        *config_args,
+        "--s1",
+        fixtures / "parity_s1.ckpt",
+        "--s2g",
+        fixtures / "parity_s1.ckpt",
+        "--out",
+        out,
+        "--allow-any-size",
+    )
+    assert code == 2 and "parity_s1.ckpt" in stderr and "not an upstream v2 generator state dict" in stderr
+    assert not (out / "gpt").exists() and not (out / "sovits").exists()
 
 
 # --------------------------------------------------------------------------- --init-from
@@ -292,7 +333,7 @@ def test_resume_wins_over_init_from_and_says_so(gpt_run, config_args, tmp_path):
 @pytest.fixture(scope="module")
 def sovits_run(tmp_path_factory, imported, config):
     """A SoVITS checkpoint at step 5 whose weights are no longer float16 values (as after training)."""
-    variables, _, _, _, _ = restore_state_fields(imported[0] / "sovits", STAGE_FIELDS["sovits"])
+    variables = restore_variables(imported[0] / "sovits", "sovits").variables  # float32, as training holds them
     rng = np.random.default_rng(0)
     variables = {
         name: jax.tree.map(lambda x: x + 1e-3 * rng.standard_normal(x.shape).astype(np.float32) if x.dtype == np.float32 else x, tree)

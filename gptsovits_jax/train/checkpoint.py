@@ -9,6 +9,11 @@ Layout of a work directory::
 codebook, step, base rng); ``data`` the input iterator's position; ``meta`` the
 config and the stage, so that a checkpoint from another config is refused with
 the list of mismatching shapes instead of a deep orbax error.
+
+A *fields* checkpoint (:func:`save_fields`, what ``import-upstream`` writes) holds
+only some top-level fields of the state (parameters and codebook, in the dtype they came in, e.g.
+float16), named under ``meta["state_fields"]``; restoring one fills those fields of the target
+state (cast to its dtypes) and keeps the rest of the target (a fresh optimizer state, step 0).
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from gptsovits_jax.optim import param_path
 log = logging.getLogger(__name__)
 
 ITEMS = ("state", "data", "meta")
+
+FIELDS_KEY = "state_fields"
+"""``meta`` key of a fields checkpoint: the top-level state fields it holds (absent in whole-state checkpoints)."""
 
 
 def _handlers() -> dict[str, Any]:
@@ -147,8 +155,10 @@ class Checkpointer:
         where = f"checkpoint {manager.directory / str(step)}"
         if meta.get("stage") != self.stage:
             raise CheckpointMismatchError(f"{where} is a {meta.get('stage')!r} checkpoint, not {self.stage!r}")
+        fields = meta.get(FIELDS_KEY)
+        target = target_state if fields is None else {name: getattr(target_state, name) for name in fields}
         saved_tree = manager.item_metadata(step)["state"].tree
-        mismatches = shape_mismatches(saved_tree, target_state)
+        mismatches = shape_mismatches(saved_tree, target)
         if mismatches:
             saved_name = meta.get("config", {}).get("name", "?")
             raise CheckpointMismatchError(
@@ -156,9 +166,10 @@ class Checkpointer:
             )
         restored = manager.restore(
             step,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(target_state)), data=ocp.args.JsonRestore()),
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(target)), data=ocp.args.JsonRestore()),
         )
-        return restored["state"], dict(restored["data"]), step
+        state = restored["state"] if fields is None else target_state.replace(**restored["state"])
+        return state, dict(restored["data"] or {}), step
 
     def wait(self) -> None:
         """Block until asynchronous saves have finished."""
@@ -169,6 +180,26 @@ class Checkpointer:
         self.wait()
         self._latest.close()
         self._best.close()
+
+
+def save_fields(workdir: str | Path, config: Config, stage: str, step: int, fields: dict[str, Any]) -> None:
+    """Save only ``fields`` (top-level state field name -> tree of arrays, any dtype) as ``workdir/checkpoints/<step>``.
+
+    For starting points such as imported weights: no optimizer moments (twice the parameters with
+    Adam) are built or written, and float16 values stay float16 until they are restored. Written
+    synchronously and uncompressed: ``jax.Array`` leaves are then written from their own buffers,
+    without a copy (numpy leaves and compression would cost one more copy of every array).
+    """
+    handlers = {**_handlers(), "state": ocp.PyTreeCheckpointHandler(use_compression=False)}
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False, create=True)
+    manager = ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", options=options, item_handlers=handlers)
+    meta = {"stage": stage, "config": to_dict(config), FIELDS_KEY: sorted(fields)}
+    try:
+        args = ocp.args.Composite(state=ocp.args.PyTreeSave(fields), data=ocp.args.JsonSave({}), meta=ocp.args.JsonSave(meta))
+        manager.save(step, args=args, force=True)
+        manager.wait_until_finished()
+    finally:
+        manager.close()
 
 
 def _checkpoint_dir(path: str | Path) -> tuple[Path, int | None]:
@@ -190,6 +221,15 @@ def read_checkpoint_config(path: str | Path) -> tuple[Config, str, int]:
     """
     from gptsovits_jax.config import config_from_dict
 
+    meta, step = read_checkpoint_meta(path)
+    return config_from_dict(meta["config"]), meta["stage"], step
+
+
+def read_checkpoint_meta(path: str | Path) -> tuple[dict[str, Any], int]:
+    """``(meta, step)`` of a checkpoint: its stored config (a dict), stage and, for a fields checkpoint, :data:`FIELDS_KEY`.
+
+    ``path`` as for :func:`read_checkpoint_config`.
+    """
     folder, step = _checkpoint_dir(path)
     manager = ocp.CheckpointManager(folder, item_handlers=_handlers(), options=ocp.CheckpointManagerOptions(read_only=True))
     try:
@@ -199,7 +239,7 @@ def read_checkpoint_config(path: str | Path) -> tuple[Config, str, int]:
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     finally:
         manager.close()
-    return config_from_dict(meta["config"]), meta["stage"], step
+    return dict(meta), step
 
 
 def restore_state(path: str | Path, target: Any) -> Any:

@@ -20,12 +20,14 @@ from typing import Any
 
 import jax
 
-from gptsovits_jax.config import Config
+from gptsovits_jax.config import Config, config_from_dict
 from gptsovits_jax.train import gpt_step, sovits_step
 from gptsovits_jax.train.checkpoint import (
+    FIELDS_KEY,
     CheckpointMismatchError,
     listed_mismatches,
     read_checkpoint_config,
+    read_checkpoint_meta,
     restore_state,
     restore_state_fields,
     shape_mismatches,
@@ -96,19 +98,30 @@ def restore_variables(
     mismatches = shape_mismatches(variables, expected)
     if mismatches:
         raise CheckpointMismatchError(f"{path} (step {step}) does not fit config {target.name!r}: {listed_mismatches(mismatches)}")
+    # A fields checkpoint may hold float16 (imported) values: they are used as the model's dtypes.
+    variables = jax.tree.map(lambda x, want: x if x.dtype == want.dtype else x.astype(want.dtype), variables, expected)
     return StageVariables(variables, saved_config, step, data_state)
 
 
 def restore_train_state(path: str | Path, stage: str) -> tuple[Any, Any, Config]:
     """The whole train state (optimizer state included) onto this process's first device: ``(state, setup, config)``.
 
-    ``path`` as for :func:`restore_variables`. The config comes from the checkpoint itself; the
+    ``path`` as for :func:`restore_variables`; a fields checkpoint (``import-upstream``'s) gets a fresh
+    optimizer state at step 0 around its parameters. The config comes from the checkpoint itself; the
     checkpoint may come from any number of devices and processes. Inference and export need only
     :func:`restore_variables`.
     """
-    config, saved_stage, _ = read_checkpoint_config(path)
+    meta, _ = read_checkpoint_meta(path)
+    config, saved_stage = config_from_dict(meta["config"]), meta["stage"]
     if saved_stage != stage:
         raise CheckpointMismatchError(f"{path} holds a {saved_stage!r} checkpoint, expected {stage!r}")
+    if FIELDS_KEY in meta:  # parameters only (import-upstream): a fresh optimizer state around them
+        variables = restore_variables(path, stage, device=jax.local_devices()[0]).variables
+        if stage == "gpt":
+            state, setup = gpt_step.create_gpt_state(config, params=variables["params"])
+        else:
+            state, setup = sovits_step.create_sovits_state(config, variables=tuple(variables[name] for name in STAGE_FIELDS[stage]))
+        return state, setup, config
     create = sovits_step.create_sovits_state if stage == "sovits" else gpt_step.create_gpt_state
     built = {}
 
