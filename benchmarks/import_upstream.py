@@ -48,6 +48,8 @@ from gptsovits_jax.torch_checkpoint import write_torch_checkpoint
 from gptsovits_jax.upstream_io import upstream_gpt_config, upstream_sovits_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fresh_process import child_env as _env
+from fresh_process import run_fresh
 from step_throughput import emit_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,15 +101,6 @@ def _git_commit() -> str | None:
     return commit + ("+dirty" if dirty.strip() else "")
 
 
-def _env() -> dict[str, str]:
-    """This environment with the repository first on ``PYTHONPATH`` and the persistent compilation cache on."""
-    path = os.environ.get("PYTHONPATH")
-    env = {**os.environ, "PYTHONPATH": str(REPO) if not path else f"{REPO}{os.pathsep}{path}"}
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".cache" / "jax"))
-    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-    return env
-
-
 def import_command(files: dict[str, Path], out: Path, allocator: str | None = None) -> list[str]:
     command = [
         sys.executable,
@@ -125,23 +118,12 @@ def import_command(files: dict[str, Path], out: Path, allocator: str | None = No
 
 def run_import(files: dict[str, Path], out: Path, allocator: str | None = None) -> dict[str, Any]:
     """One import process: wall seconds, peak RSS (MB) and the load average around it."""
-    command = import_command(files, out, allocator)
-    load_start = os.getloadavg()
-    start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    process.stdout.close()
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        tail = "\n".join(output.splitlines()[-20:])
-        raise RuntimeError(f"{shlex.join(command)} exited with {process.returncode}:\n{tail}")
+    run = run_fresh(import_command(files, out, allocator))
     return {
-        "wall_s": round(wall, 2),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: KiB
-        "load_avg_start": [round(x, 2) for x in load_start],
-        "load_avg_end": [round(x, 2) for x in os.getloadavg()],
+        "wall_s": round(run.wall_s, 2),
+        "peak_rss_mb": round(run.peak_rss_mb, 1),
+        "load_avg_start": [round(x, 2) for x in run.load_avg_start],
+        "load_avg_end": [round(x, 2) for x in run.load_avg_end],
     }
 
 

@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from typing import Any
 from gptsovits_jax.allocator import find_jemalloc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fresh_process import child_env, run_fresh
 from step_throughput import emit_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,44 +60,24 @@ def _command(args: argparse.Namespace, allocator: str, workdir: Path) -> list[st
     return command
 
 
-def _env() -> dict[str, str]:
-    """This environment, with the repository on ``PYTHONPATH`` and the persistent compilation cache on (the Makefile's
-    ``.cache/jax`` unless ``JAX_COMPILATION_CACHE_DIR`` is set), so the warm-up run's compiles serve the timed runs."""
-    path = os.environ.get("PYTHONPATH")
-    env = {**os.environ, "PYTHONPATH": str(REPO) if not path else f"{REPO}{os.pathsep}{path}"}
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".cache" / "jax"))
-    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-    return env
-
-
 def run_training(args: argparse.Namespace, allocator: str, workdir: Path) -> dict[str, Any]:
     """One training process with ``allocator``: its record (wall time, peak RSS, logged allocator, last loss)."""
     command = _command(args, allocator, workdir)
-    load_start = os.getloadavg()
-    start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    process.stdout.close()
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        tail = "\n".join(output.splitlines()[-20:])
-        raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}:\n{tail}")
-    logged = re.search(r"host allocator: (\w+)", output)
-    rate = re.search(r"\(([0-9.]+) steps/s\)", output)
+    run = run_fresh(command)
+    logged = re.search(r"host allocator: (\w+)", run.output)
+    rate = re.search(r"\(([0-9.]+) steps/s\)", run.output)
     metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     last = next(m for m in reversed(metrics) if MAIN_LOSS[args.stage] in m)
     return {
         "allocator": allocator,
         "allocator_logged": logged.group(1) if logged else None,
-        "wall_s": wall,
-        "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux: KiB
+        "wall_s": run.wall_s,
+        "peak_rss_mb": run.peak_rss_mb,
         "steps_per_s_printed": float(rate.group(1)) if rate else None,
         "last_step": last["step"],
         "last_loss": {MAIN_LOSS[args.stage]: last[MAIN_LOSS[args.stage]]},
-        "load_avg_start": list(load_start),
-        "load_avg_end": list(os.getloadavg()),
+        "load_avg_start": list(run.load_avg_start),
+        "load_avg_end": list(run.load_avg_end),
         "command": shlex.join(["gptsovits-jax", *command[3:]]).replace(str(workdir), "<new dir>"),
     }
 
@@ -157,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error("jemalloc is not installed (Debian/Ubuntu: apt-get install libjemalloc2): nothing to compare")
     if not args.synthetic:
         preprocess = [*_cli(args, "preprocess"), "--no-progress"]
-        result = subprocess.run(preprocess, cwd=REPO, env=_env(), capture_output=True, text=True)
+        result = subprocess.run(preprocess, cwd=REPO, env=child_env(), capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"{shlex.join(preprocess)} exited with {result.returncode}:\n{result.stdout}{result.stderr}")
     order = ["system"] + [a for i in range(args.pairs) for a in (("system", "jemalloc") if i % 2 == 0 else ("jemalloc", "system"))]

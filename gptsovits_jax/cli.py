@@ -52,6 +52,12 @@ def _add_config(parser: argparse.ArgumentParser, required: bool = True) -> None:
     )
 
 
+def _add_checkpoints(parser: argparse.ArgumentParser) -> None:
+    """``--gpt-ckpt`` and ``--sovits-ckpt``: the two trained stages a command reads."""
+    parser.add_argument("--gpt-ckpt", required=True, help="GPT run directory or checkpoint")
+    parser.add_argument("--sovits-ckpt", required=True, help="SoVITS run directory or checkpoint")
+
+
 def _load(args: argparse.Namespace):
     from gptsovits_jax.config import load_config
 
@@ -349,8 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_extract_semantic)
 
     p = sub.add_parser("synthesize", help="speak a sentence in the voice of a reference recording")
-    p.add_argument("--gpt-ckpt", required=True, help="GPT run directory or checkpoint")
-    p.add_argument("--sovits-ckpt", required=True, help="SoVITS run directory or checkpoint")
+    _add_checkpoints(p)
     p.add_argument("--ref-wav", required=True, help="reference recording (any format soundfile reads)")
     p.add_argument("--ref-text", required=True, help="what the reference recording says")
     p.add_argument("--ref-language", default="auto", type=_language, help=LANGUAGE_HELP)
@@ -377,8 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "report", help="one PNG: spectrograms of an evaluation utterance (truth, resynthesis, synthesis), losses, learning rates"
     )
-    p.add_argument("--gpt-ckpt", required=True, help="GPT run directory or checkpoint")
-    p.add_argument("--sovits-ckpt", required=True, help="SoVITS run directory or checkpoint")
+    _add_checkpoints(p)
     p.add_argument("--out", default="report.png", help="output PNG path")
     p.add_argument("--utterance", help="cache key of the utterance (default: the first of the evaluation split)")
     p.add_argument("--cache-dir", help="feature cache (default: the SoVITS checkpoint config's data.cache_dir)")
@@ -396,8 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_import_upstream)
 
     p = sub.add_parser("export-upstream", help="a GPT and a SoVITS run -> NAME-e{E}.ckpt and NAME_e{E}_s{S}.pth for upstream's inference")
-    p.add_argument("--gpt-ckpt", required=True, help="GPT run directory or checkpoint")
-    p.add_argument("--sovits-ckpt", required=True, help="SoVITS run directory or checkpoint")
+    _add_checkpoints(p)
     p.add_argument("--out", required=True, help="output directory (copy the files into upstream's GPT_weights_v2/ and SoVITS_weights_v2/)")
     p.add_argument("--name", help="file name stem (default: the GPT checkpoint config's name)")
     p.add_argument(

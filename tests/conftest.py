@@ -1,7 +1,9 @@
 """Test setup: persistent XLA compilation cache and shared fixtures."""
 
+import functools
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 from types import ModuleType
 
@@ -14,6 +16,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
@@ -26,6 +29,39 @@ def load_benchmark(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# The tiny Hugging Face models of tools/make_hf_fixtures.py and transformers' outputs on them.
+HF = REPO / "tests" / "fixtures" / "hf"
+
+
+def hf_formats(model: str) -> dict[str, Path]:
+    """The tiny ``model``'s (``"bert"``, ``"hubert"``) directory per weight format: ``safetensors`` and ``bin``."""
+    return {"safetensors": HF / f"tiny-{model}-safetensors", "bin": HF / f"tiny-{model}-bin"}
+
+
+def hf_reference(model: str) -> dict[str, np.ndarray]:
+    """Every array of ``tiny_<model>.npz``: the inputs and transformers' outputs of the tiny ``model``."""
+    with np.load(HF / f"tiny_{model}.npz") as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
+    """Largest absolute difference over the reference's largest magnitude."""
+    return float(np.max(np.abs(ours - reference)) / np.max(np.abs(reference)))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def apply_params(module, params, *inputs):
+    """``module.apply({"params": params}, *inputs)``, jitted (the linen module is a static argument)."""
+    return module.apply({"params": params}, *inputs)
+
+
+def copy_of(directory: Path, tmp_path: Path) -> Path:
+    """A copy of ``directory`` under ``tmp_path``, for a test to break."""
+    target = tmp_path / f"copy-{directory.name}"
+    shutil.copytree(directory, target)
+    return target
 
 
 @pytest.fixture(scope="session")

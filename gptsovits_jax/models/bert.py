@@ -29,8 +29,6 @@ embeddings ``embedding [n, hidden]``, layer norms ``scale`` and ``bias``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import re
@@ -44,9 +42,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-CONFIG_NAME = "config.json"
-WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
-"""Weight files looked for in a Hugging Face directory, in this order."""
+from gptsovits_jax.models import hf_weights
+from gptsovits_jax.models.hf_weights import CONFIG_NAME
+
 BASE_PREFIX = "bert."
 """Prefix of the encoder's keys in ``BertForMaskedLM`` / ``BertForPreTraining`` checkpoints; stripped like ``from_pretrained`` does."""
 IGNORED_PREFIXES = ("cls.", "pooler.", "embeddings.position_ids", "embeddings.token_type_ids")
@@ -108,14 +106,9 @@ def config_from_dict(raw: Mapping[str, Any], source: str = CONFIG_NAME) -> BertC
     relative position embeddings, a decoder, a missing size, fewer than two layers (no
     ``hidden_states[-3]``) or inconsistent sizes.
     """
-    for field, wanted, default in _REQUIRED_CHOICES:
-        value = raw.get(field, default)
-        if value != wanted:
-            raise BertConfigError(f"{source}: {field} is {value!r}; this BERT port supports only {field}: {json.dumps(wanted)}")
-    missing = [field for field in _REQUIRED if field not in raw]
-    if missing:
-        raise BertConfigError(f"{source}: missing field(s) {', '.join(missing)}")
-    values = {field: raw[field] for field in _REQUIRED} | {field: raw.get(field, default) for field, default in _DEFAULTS.items()}
+    values = hf_weights.config_values(
+        raw, required=_REQUIRED, defaults=_DEFAULTS, choices=_REQUIRED_CHOICES, source=source, model="BERT", error=BertConfigError
+    )
     cfg = BertConfig(**values)
     for field in (*_REQUIRED, "type_vocab_size"):
         value = getattr(cfg, field)
@@ -130,15 +123,7 @@ def config_from_dict(raw: Mapping[str, Any], source: str = CONFIG_NAME) -> BertC
 
 def read_config_file(path: str | os.PathLike) -> BertConfig:
     """The validated :class:`BertConfig` of a ``config.json`` file; errors name the path."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; a Hugging Face BERT directory holds config.json, its weights and its vocabulary")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise BertConfigError(f"{path}: not valid JSON ({error})") from error
-    if not isinstance(raw, dict):
-        raise BertConfigError(f"{path}: expected a JSON object")
+    raw = hf_weights.read_config_object(path, "BERT", "config.json, its weights and its vocabulary", BertConfigError)
     return config_from_dict(raw, str(path))
 
 
@@ -281,16 +266,6 @@ class Bert(nn.Module):
 # --------------------------------------------------------------------------- weights
 
 
-def _flat(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    out = {}
-    for name, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, (*prefix, name)))
-        else:
-            out[(*prefix, name)] = value
-    return out
-
-
 _LAYER_ENTRY = re.compile(r"^layer_(\d+)$")
 _LEAF_NAMES = {"kernel": "weight", "embedding": "weight", "scale": "weight", "bias": "bias"}
 
@@ -301,12 +276,20 @@ def checkpoint_key(path: tuple[str, ...]) -> str:
     return ".".join([*modules, _LEAF_NAMES[path[-1]]])
 
 
+def _slots(abstract: Mapping[str, Any]) -> dict[str, hf_weights.Slot]:
+    """Every checkpoint key the model needs, with its PyTorch shape and how it becomes the Flax leaf."""
+    slots = {}
+    for path, leaf in hf_weights.flatten(abstract).items():
+        if path[-1] == "kernel":
+            slots[checkpoint_key(path)] = hf_weights.Slot(path, tuple(reversed(leaf.shape)), hf_weights.transpose)
+        else:
+            slots[checkpoint_key(path)] = hf_weights.Slot(path, tuple(leaf.shape), hf_weights.unchanged)
+    return slots
+
+
 def checkpoint_shapes(abstract: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     """``{Hugging Face key: PyTorch shape}`` of every parameter in a (possibly abstract) parameter tree."""
-    return {
-        checkpoint_key(path): tuple(reversed(leaf.shape)) if path[-1] == "kernel" else tuple(leaf.shape)
-        for path, leaf in _flat(abstract).items()
-    }
+    return {key: slot.shape for key, slot in _slots(abstract).items()}
 
 
 _OLD_NORM_NAMES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
@@ -330,31 +313,14 @@ def params_from_state_dict(state_dict: Mapping[str, np.ndarray], config: BertCon
     Strict: keys the model does not use (other than :data:`IGNORED_PREFIXES`), parameters the state
     dict does not fill and shape mismatches are all listed in one :class:`BertWeightsError`.
     """
-    abstract = abstract_params(config)
-    slots = {checkpoint_key(path): path for path in _flat(abstract)}
-    shapes = checkpoint_shapes(abstract)
-    tensors = {key: value for key, value in canonical_keys(state_dict).items() if not key.startswith(IGNORED_PREFIXES)}
-    unexpected = sorted(set(tensors) - set(slots))
-    missing = sorted(set(slots) - set(tensors))
-    mismatched = sorted(
-        f"{key}: checkpoint {tuple(np.shape(tensors[key]))}, model {shapes[key]}"
-        for key in set(slots) & set(tensors)
-        if tuple(np.shape(tensors[key])) != shapes[key]
+    return hf_weights.params_from_slots(
+        canonical_keys(state_dict),
+        _slots(abstract_params(config)),
+        ignore=lambda key: key.startswith(IGNORED_PREFIXES),
+        error=BertWeightsError,
+        source=source,
+        model="BERT",
     )
-    problems = []
-    for title, lines in (("unexpected keys", unexpected), ("missing keys", missing), ("shape mismatches", mismatched)):
-        if lines:
-            problems.append(f"{len(lines)} {title}:\n  " + "\n  ".join(lines))
-    if problems:
-        raise BertWeightsError(f"{source}: weights do not fit the BERT config\n" + "\n".join(problems))
-    params: dict[str, Any] = {}
-    for key, path in slots.items():
-        value = np.asarray(tensors[key], dtype=np.float32)
-        node = params
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value.T if path[-1] == "kernel" else value
-    return params
 
 
 def abstract_params(config: BertConfig, layer: int | None = None) -> dict[str, Any]:
@@ -372,37 +338,17 @@ def params_for_layer(params: Mapping[str, Any], config: BertConfig, layer: int =
 
 def find_weights(directory: str | os.PathLike) -> Path:
     """The weight file of a Hugging Face directory: ``model.safetensors``, else ``pytorch_model.bin``."""
-    for name in WEIGHT_NAMES:
-        path = Path(directory) / name
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"{directory}: no BERT weights ({' or '.join(WEIGHT_NAMES)}) in this directory (text.bert_path)")
+    return hf_weights.find_weights(directory, "BERT", " (text.bert_path)")
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """``{key: array}`` of a ``.safetensors`` file (safetensors' numpy API) or a ``.bin`` torch pickle (torch-free reader)."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.numpy import load_file
-
-        return dict(load_file(str(path)))
-    from gptsovits_jax.torch_checkpoint import read_torch_checkpoint
-
-    state = read_torch_checkpoint(path)
-    if not isinstance(state, Mapping) or not all(isinstance(v, np.ndarray) for v in state.values()):
-        raise BertWeightsError(f"{path}: expected a state dict of tensors")
-    return dict(state)
+    return hf_weights.read_state_dict(path, BertWeightsError)
 
 
 def weights_fingerprint(directory: str | os.PathLike) -> str:
     """sha256 (16 hex digits) of ``config.json`` and the weight file's bytes: which weights made a feature."""
-    digest = hashlib.sha256()
-    for path in (Path(directory) / CONFIG_NAME, find_weights(directory)):
-        digest.update(path.name.encode() + b"\0")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
+    return hf_weights.fingerprint(Path(directory) / CONFIG_NAME, find_weights(directory))
 
 
 def check_directory(directory: str | os.PathLike, expected_dim: int | None = None) -> tuple[BertConfig, Path]:

@@ -36,12 +36,10 @@ the positional convolution holds ``weight_g [K]`` and ``weight_v [K, in / groups
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,11 +49,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gptsovits_jax.models import hf_weights
+from gptsovits_jax.models.hf_weights import CONFIG_NAME
 from gptsovits_jax.models.layers import conv1d, weight_norm
 
-CONFIG_NAME = "config.json"
-WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
-"""Weight files looked for in a Hugging Face directory, in this order."""
 GROUP_NORM_EPS = 1e-5
 """``torch.nn.GroupNorm``'s default eps, which transformers' HuBERT uses for the first conv layer."""
 UNUSED_KEYS = ("masked_spec_embed",)
@@ -139,14 +136,9 @@ def config_from_dict(raw: Mapping[str, Any], source: str = CONFIG_NAME) -> Huber
     model type, a layer-norm feature encoder, the stable-layer-norm (pre-norm) encoder, an
     activation other than exact GELU, a batch-normed positional convolution, or inconsistent sizes.
     """
-    for field, wanted, default in _REQUIRED_CHOICES:
-        value = raw.get(field, default)
-        if value != wanted:
-            raise HubertConfigError(f"{source}: {field} is {value!r}; this HuBERT port supports only {field}: {json.dumps(wanted)}")
-    missing = [field for field in _REQUIRED if field not in raw]
-    if missing:
-        raise HubertConfigError(f"{source}: missing field(s) {', '.join(missing)}")
-    values = {field: raw[field] for field in _REQUIRED} | {field: raw.get(field, default) for field, default in _DEFAULTS.items()}
+    values = hf_weights.config_values(
+        raw, required=_REQUIRED, defaults=_DEFAULTS, choices=_REQUIRED_CHOICES, source=source, model="HuBERT", error=HubertConfigError
+    )
     for field in ("conv_dim", "conv_kernel", "conv_stride"):
         values[field] = tuple(values[field])
     cfg = HubertConfig(**values)
@@ -170,15 +162,7 @@ def config_from_dict(raw: Mapping[str, Any], source: str = CONFIG_NAME) -> Huber
 
 def read_config_file(path: str | os.PathLike) -> HubertConfig:
     """The validated :class:`HubertConfig` of a ``config.json`` file; errors name the path."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; a Hugging Face HuBERT directory holds config.json and its weights")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise HubertConfigError(f"{path}: not valid JSON ({error})") from error
-    if not isinstance(raw, dict):
-        raise HubertConfigError(f"{path}: expected a JSON object")
+    raw = hf_weights.read_config_object(path, "HuBERT", "config.json and its weights", HubertConfigError)
     return config_from_dict(raw, str(path))
 
 
@@ -404,29 +388,6 @@ class Hubert(nn.Module):
 # --------------------------------------------------------------------------- weights
 
 
-@dataclass(frozen=True)
-class _Slot:
-    """Where one checkpoint tensor goes: the Flax path, the checkpoint shape and the layout change."""
-
-    path: tuple[str, ...]
-    shape: tuple[int, ...]
-    convert: Callable[[np.ndarray], np.ndarray]
-
-
-def _transpose(x: np.ndarray) -> np.ndarray:
-    return np.transpose(x, tuple(reversed(range(x.ndim))))
-
-
-def _flat(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    out = {}
-    for name, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, (*prefix, name)))
-        else:
-            out[(*prefix, name)] = value
-    return out
-
-
 _LIST_ENTRY = re.compile(r"^(conv_layers|layers)_(\d+)$")
 _LEAF_NAMES = {"kernel": "weight", "scale": "weight", "bias": "bias", "weight_g": "weight_g", "weight_v": "weight_v"}
 
@@ -437,18 +398,18 @@ def _checkpoint_key(path: tuple[str, ...]) -> str:
     return ".".join([*modules, _LEAF_NAMES[path[-1]]])
 
 
-def _slots(abstract_params: Mapping[str, Any]) -> dict[str, _Slot]:
+def _slots(abstract_params: Mapping[str, Any]) -> dict[str, hf_weights.Slot]:
     """Every checkpoint key the model needs, with its shape and how it becomes the Flax leaf."""
     slots = {}
-    for path, leaf in _flat(abstract_params).items():
+    for path, leaf in hf_weights.flatten(abstract_params).items():
         shape = tuple(leaf.shape)
         name = path[-1]
         if name in ("kernel", "weight_v"):
-            slots[_checkpoint_key(path)] = _Slot(path, tuple(reversed(shape)), _transpose)
+            slots[_checkpoint_key(path)] = hf_weights.Slot(path, tuple(reversed(shape)), hf_weights.transpose)
         elif name == "weight_g":
-            slots[_checkpoint_key(path)] = _Slot(path, (1, 1, shape[0]), lambda x: x.reshape(-1))
+            slots[_checkpoint_key(path)] = hf_weights.Slot(path, (1, 1, shape[0]), lambda x: x.reshape(-1))
         else:
-            slots[_checkpoint_key(path)] = _Slot(path, shape, lambda x: x)
+            slots[_checkpoint_key(path)] = hf_weights.Slot(path, shape, hf_weights.unchanged)
     return slots
 
 
@@ -478,28 +439,14 @@ def params_from_state_dict(state_dict: Mapping[str, np.ndarray], config: HubertC
     Strict: keys the model does not use (other than :data:`UNUSED_KEYS`), parameters the state dict
     does not fill and shape mismatches are all listed in one :class:`HubertWeightsError`.
     """
-    slots = _slots(abstract_params(config))
-    tensors = _canonical_keys(state_dict)
-    unexpected = sorted(set(tensors) - set(slots) - set(UNUSED_KEYS))
-    missing = sorted(set(slots) - set(tensors))
-    mismatched = sorted(
-        f"{key}: checkpoint {tuple(np.shape(tensors[key]))}, model {slots[key].shape}"
-        for key in set(slots) & set(tensors)
-        if tuple(np.shape(tensors[key])) != slots[key].shape
+    return hf_weights.params_from_slots(
+        _canonical_keys(state_dict),
+        _slots(abstract_params(config)),
+        ignore=UNUSED_KEYS.__contains__,
+        error=HubertWeightsError,
+        source=source,
+        model="HuBERT",
     )
-    problems = []
-    for title, lines in (("unexpected keys", unexpected), ("missing keys", missing), ("shape mismatches", mismatched)):
-        if lines:
-            problems.append(f"{len(lines)} {title}:\n  " + "\n  ".join(lines))
-    if problems:
-        raise HubertWeightsError(f"{source}: weights do not fit the HuBERT config\n" + "\n".join(problems))
-    params: dict[str, Any] = {}
-    for key, slot in slots.items():
-        node = params
-        for part in slot.path[:-1]:
-            node = node.setdefault(part, {})
-        node[slot.path[-1]] = slot.convert(np.asarray(tensors[key], dtype=np.float32))
-    return params
 
 
 def abstract_params(config: HubertConfig) -> dict[str, Any]:
@@ -510,38 +457,17 @@ def abstract_params(config: HubertConfig) -> dict[str, Any]:
 
 def find_weights(directory: str | os.PathLike) -> Path:
     """The weight file of a Hugging Face directory: ``model.safetensors``, else ``pytorch_model.bin``."""
-    for name in WEIGHT_NAMES:
-        path = Path(directory) / name
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"{directory}: no HuBERT weights ({' or '.join(WEIGHT_NAMES)}) in this directory")
+    return hf_weights.find_weights(directory, "HuBERT")
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """``{key: array}`` of a ``.safetensors`` file (safetensors' numpy API) or a ``.bin`` torch pickle (torch-free reader)."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.numpy import load_file
-
-        return dict(load_file(str(path)))
-    from gptsovits_jax.torch_checkpoint import read_torch_checkpoint
-
-    state = read_torch_checkpoint(path)
-    if not isinstance(state, Mapping) or not all(isinstance(v, np.ndarray) for v in state.values()):
-        raise HubertWeightsError(f"{path}: expected a state dict of tensors")
-    return dict(state)
+    return hf_weights.read_state_dict(path, HubertWeightsError)
 
 
 def weights_fingerprint(directory: str | os.PathLike) -> str:
     """sha256 (16 hex digits) of ``config.json`` and the weight file's bytes: which weights made a feature."""
-    digest = hashlib.sha256()
-    weights = find_weights(directory)
-    for path in (Path(directory) / CONFIG_NAME, weights):
-        digest.update(path.name.encode() + b"\0")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
+    return hf_weights.fingerprint(Path(directory) / CONFIG_NAME, find_weights(directory))
 
 
 def load_hubert(directory: str | os.PathLike, expected_dim: int | None = None) -> tuple[Hubert, dict[str, Any]]:

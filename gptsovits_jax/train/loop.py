@@ -190,6 +190,15 @@ class DeviceBatches:
         return item
 
 
+def _no_transfers(enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.transfer_guard_device_to_host("disallow_explicit"))
+    stack.enter_context(jax.transfer_guard_host_to_device("disallow"))  # explicit device_put of batches stays allowed
+    return stack
+
+
 def run(
     loop: StageLoop,
     config: Config,
@@ -227,185 +236,142 @@ def run(
       compile_stats: an open :class:`CompileStats` whose counts go into ``metrics.jsonl``
         (default: the compilations of this call).
     """
+    workdir = Path(workdir)
     with contextlib.nullcontext(compile_stats) if compile_stats is not None else CompileStats() as compiles:
-        return _run(
-            loop,
-            config,
-            state,
-            train_batches,
-            eval_batches,
-            Path(workdir),
-            mesh,
-            compiles,
-            resume=resume,
-            progress=progress,
-            stop_after=stop_after,
-            checkpoint_asynchronous=checkpoint_asynchronous,
-            prefetch=prefetch,
-            guard_transfers=guard_transfers,
-        )
+        tc = loop.train_cfg
+        is_main = jax.process_index() == 0
+        multi_process = jax.process_count() > 1
+        step_name = f"{loop.stage}_train_step"
+        writer = MetricsWriter(workdir, enabled=is_main)
+        checkpointer = Checkpointer(workdir, config, loop.stage, keep=tc.keep_checkpoints, asynchronous=checkpoint_asynchronous)
+        resumed_from = None
+        if resume and checkpointer.latest_step() is not None:
+            state, data_state, resumed_from = checkpointer.restore(state)
+            if data_state:  # import-upstream's step-0 checkpoints hold no data position
+                train_batches.set_state(data_state)
+            log.info("resumed %s from step %d", loop.stage, resumed_from)
+            if is_main:
+                print(f"resuming {loop.stage} from {workdir / 'checkpoints' / str(resumed_from)}")
 
+        step = int(jax.device_get(state.step))
+        end = tc.steps if stop_after is None else min(tc.steps, step + stop_after)
+        last_metrics: dict[str, float] = {}
+        last_eval: dict[str, float] = {}
+        nonfinite_run = 0
+        interrupted = False
+        started, start_step = time.perf_counter(), step
+        data_position = train_batches.get_state()
+        window: list[tuple[int, jax.Array, list[str]]] = []  # (step, main loss on the device, keys) since the last sync
 
-def _no_transfers(enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext()
-    stack = contextlib.ExitStack()
-    stack.enter_context(jax.transfer_guard_device_to_host("disallow_explicit"))
-    stack.enter_context(jax.transfer_guard_host_to_device("disallow"))  # explicit device_put of batches stays allowed
-    return stack
+        def save(force: bool = False) -> None:
+            checkpointer.save(step, state, data_position, force=force)
 
+        def check_window() -> None:
+            """Reads the main losses since the last sync point; stops the run after too many non-finite in a row."""
+            nonlocal nonfinite_run
+            values = [float(v) for v in jax.device_get([loss for _, loss, _ in window])]
+            steps = [(s, v, keys) for (s, _, keys), v in zip(window, values)]
+            window.clear()
 
-def _run(
-    loop: StageLoop,
-    config: Config,
-    state: Any,
-    train_batches: Iterator[dict[str, Any]],
-    eval_batches: Sequence[dict[str, Any]],
-    workdir: Path,
-    mesh,
-    compiles: CompileStats,
-    *,
-    resume: bool,
-    progress: bool,
-    stop_after: int | None,
-    checkpoint_asynchronous: bool,
-    prefetch: int,
-    guard_transfers: bool,
-) -> LoopResult:
-    tc = loop.train_cfg
-    is_main = jax.process_index() == 0
-    multi_process = jax.process_count() > 1
-    step_name = f"{loop.stage}_train_step"
-    writer = MetricsWriter(workdir, enabled=is_main)
-    checkpointer = Checkpointer(workdir, config, loop.stage, keep=tc.keep_checkpoints, asynchronous=checkpoint_asynchronous)
-    resumed_from = None
-    if resume and checkpointer.latest_step() is not None:
-        state, data_state, resumed_from = checkpointer.restore(state)
-        if data_state:  # import-upstream's step-0 checkpoints hold no data position
-            train_batches.set_state(data_state)
-        log.info("resumed %s from step %d", loop.stage, resumed_from)
-        if is_main:
-            print(f"resuming {loop.stage} from {workdir / 'checkpoints' / str(resumed_from)}")
-
-    step = int(jax.device_get(state.step))
-    end = tc.steps if stop_after is None else min(tc.steps, step + stop_after)
-    last_metrics: dict[str, float] = {}
-    last_eval: dict[str, float] = {}
-    nonfinite_run = 0
-    interrupted = False
-    started, start_step = time.perf_counter(), step
-    data_position = train_batches.get_state()
-    window: list[tuple[int, jax.Array, list[str]]] = []  # (step, main loss on the device, keys) since the last sync
-
-    def save(force: bool = False) -> None:
-        checkpointer.save(step, state, data_position, force=force)
-
-    def check_window() -> None:
-        """Reads the main losses since the last sync point; stops the run after too many non-finite in a row."""
-        nonlocal nonfinite_run
-        values = [float(v) for v in jax.device_get([loss for _, loss, _ in window])]
-        steps = [(s, v, keys) for (s, _, keys), v in zip(window, values)]
-        window.clear()
-
-        def report(last: int, keys: list[str]) -> str:
-            first = last - nonfinite_run + 1  # the run may have begun before this window
-            where = f"step {first}" if first == last else f"steps {first}-{last}"
-            log.warning(
-                "%s: %s is not finite (last batch: utterances %s); the updates were skipped (%d in a row)",
-                where,
-                loop.main_loss,
-                keys,
-                nonfinite_run,
-            )
-            return where
-
-        previous: tuple[int, list[str]] | None = None  # the last step, if non-finite and not reported yet
-        for s, value, keys in steps:
-            if math.isfinite(value):
-                if previous is not None:
-                    report(*previous)
-                previous, nonfinite_run = None, 0
-                continue
-            nonfinite_run += 1
-            previous = (s, keys)
-            if nonfinite_run >= loop.max_nonfinite:
-                where = report(s, keys)
-                save(force=True)
-                raise TrainingDivergedError(
-                    f"{nonfinite_run} consecutive steps with non-finite {loop.main_loss} ({where}; last batch: {keys}); "
-                    f"the parameters of the last good step are saved at step {step} in {workdir / 'checkpoints'}"
+            def report(last: int, keys: list[str]) -> str:
+                first = last - nonfinite_run + 1  # the run may have begun before this window
+                where = f"step {first}" if first == last else f"steps {first}-{last}"
+                log.warning(
+                    "%s: %s is not finite (last batch: utterances %s); the updates were skipped (%d in a row)",
+                    where,
+                    loop.main_loss,
+                    keys,
+                    nonfinite_run,
                 )
-        if previous is not None:
-            report(*previous)
+                return where
 
-    bar = tqdm(
-        total=tc.steps, initial=step, desc=f"train {loop.stage}", unit="step", disable=not (progress and is_main), dynamic_ncols=True
-    )
-    device_batches = DeviceBatches(train_batches, mesh, prefetch)
-    try:
-        with _StopRequest() as stop:
-            while step < end:
-                upcoming = step + 1
-                log_now = upcoming % tc.log_every == 0 or upcoming == end
-                eval_now = loop.eval_step is not None and (upcoming % tc.eval_every == 0 or upcoming == tc.steps)
-                save_now = upcoming % tc.checkpoint_every == 0 or upcoming == end
-                sync = log_now or eval_now or save_now
-                with _no_transfers(guard_transfers and not sync):
-                    batch, keys, position = next(device_batches)
-                    state, metrics = loop.train_step(state, batch)
-                    step, data_position = upcoming, position
-                    window.append((step, metrics[loop.main_loss], keys))
-                    bar.update(1)
-                    # Every process must ask at the same steps (a collective with several processes).
-                    signum = stop.agreed() if (sync or not multi_process) else None
-                if sync or signum is not None:
-                    check_window()
-                if log_now:
-                    last_metrics = writer.scalars(step, {**jax.device_get(metrics), **compiles.metrics(step_name)})
-                    if is_main:
-                        bar.write(format_line(step, last_metrics))
-                    bar.set_postfix({loop.main_loss: f"{last_metrics[loop.main_loss]:.4g}"})
-                if eval_now:
-                    last_eval = evaluate(loop, state, eval_batches, mesh)
-                    if last_eval:
-                        writer.scalars(step, last_eval)
-                        if is_main:
-                            bar.write(format_line(step, last_eval))
-                        value = last_eval[loop.eval_metric]
-                        state = state.replace(
-                            validation_loss=jax.device_put(np.float32(value), state.step.sharding),
-                            validation_round=state.validation_round + 1,
-                        )
-                        checkpointer.save_if_best(step, state, data_position, value)
-                        if loop.sample_audio is not None and is_main:
-                            wave, sample_rate = loop.sample_audio(state)
-                            writer.audio(step, f"{loop.stage}/sample", wave, sample_rate)
-                if save_now:
-                    save()
-                if signum is not None:
-                    interrupted = True
+            previous: tuple[int, list[str]] | None = None  # the last step, if non-finite and not reported yet
+            for s, value, keys in steps:
+                if math.isfinite(value):
+                    if previous is not None:
+                        report(*previous)
+                    previous, nonfinite_run = None, 0
+                    continue
+                nonfinite_run += 1
+                previous = (s, keys)
+                if nonfinite_run >= loop.max_nonfinite:
+                    where = report(s, keys)
                     save(force=True)
-                    if is_main:
-                        bar.write(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved, resume with --resume")
-                    break
-    except KeyboardInterrupt:
-        interrupted = True
-        # A second signal stops at once, wherever this process is: the other processes
-        # are not at a step boundary and could not join a save.
-        if jax.process_count() == 1:
-            save(force=True)
-        raise
-    finally:
-        bar.close()
-        checkpointer.close()
-        writer.close()
-    elapsed = time.perf_counter() - started
-    rate = (step - start_step) / elapsed if elapsed > 0 else 0.0
-    return LoopResult(
-        state=state,
-        last_metrics=last_metrics,
-        last_eval=last_eval,
-        interrupted=interrupted,
-        resumed_from=resumed_from,
-        steps_per_second=rate,
-    )
+                    raise TrainingDivergedError(
+                        f"{nonfinite_run} consecutive steps with non-finite {loop.main_loss} ({where}; last batch: {keys}); "
+                        f"the parameters of the last good step are saved at step {step} in {workdir / 'checkpoints'}"
+                    )
+            if previous is not None:
+                report(*previous)
+
+        bar = tqdm(
+            total=tc.steps, initial=step, desc=f"train {loop.stage}", unit="step", disable=not (progress and is_main), dynamic_ncols=True
+        )
+        device_batches = DeviceBatches(train_batches, mesh, prefetch)
+        try:
+            with _StopRequest() as stop:
+                while step < end:
+                    upcoming = step + 1
+                    log_now = upcoming % tc.log_every == 0 or upcoming == end
+                    eval_now = loop.eval_step is not None and (upcoming % tc.eval_every == 0 or upcoming == tc.steps)
+                    save_now = upcoming % tc.checkpoint_every == 0 or upcoming == end
+                    sync = log_now or eval_now or save_now
+                    with _no_transfers(guard_transfers and not sync):
+                        batch, keys, position = next(device_batches)
+                        state, metrics = loop.train_step(state, batch)
+                        step, data_position = upcoming, position
+                        window.append((step, metrics[loop.main_loss], keys))
+                        bar.update(1)
+                        # Every process must ask at the same steps (a collective with several processes).
+                        signum = stop.agreed() if (sync or not multi_process) else None
+                    if sync or signum is not None:
+                        check_window()
+                    if log_now:
+                        last_metrics = writer.scalars(step, {**jax.device_get(metrics), **compiles.metrics(step_name)})
+                        if is_main:
+                            bar.write(format_line(step, last_metrics))
+                        bar.set_postfix({loop.main_loss: f"{last_metrics[loop.main_loss]:.4g}"})
+                    if eval_now:
+                        last_eval = evaluate(loop, state, eval_batches, mesh)
+                        if last_eval:
+                            writer.scalars(step, last_eval)
+                            if is_main:
+                                bar.write(format_line(step, last_eval))
+                            value = last_eval[loop.eval_metric]
+                            state = state.replace(
+                                validation_loss=jax.device_put(np.float32(value), state.step.sharding),
+                                validation_round=state.validation_round + 1,
+                            )
+                            checkpointer.save_if_best(step, state, data_position, value)
+                            if loop.sample_audio is not None and is_main:
+                                wave, sample_rate = loop.sample_audio(state)
+                                writer.audio(step, f"{loop.stage}/sample", wave, sample_rate)
+                    if save_now:
+                        save()
+                    if signum is not None:
+                        interrupted = True
+                        save(force=True)
+                        if is_main:
+                            bar.write(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved, resume with --resume")
+                        break
+        except KeyboardInterrupt:
+            interrupted = True
+            # A second signal stops at once, wherever this process is: the other processes
+            # are not at a step boundary and could not join a save.
+            if jax.process_count() == 1:
+                save(force=True)
+            raise
+        finally:
+            bar.close()
+            checkpointer.close()
+            writer.close()
+        elapsed = time.perf_counter() - started
+        rate = (step - start_step) / elapsed if elapsed > 0 else 0.0
+        return LoopResult(
+            state=state,
+            last_metrics=last_metrics,
+            last_eval=last_eval,
+            interrupted=interrupted,
+            resumed_from=resumed_from,
+            steps_per_second=rate,
+        )

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,21 +9,16 @@ import pytest
 from gptsovits_jax.data import bert_features
 from gptsovits_jax.models.bert import BertConfigError
 from gptsovits_jax.text.frontend import clean_text, text_to_phonemes
+from tests.conftest import HF, hf_formats, hf_reference, relative_error
 
-HF = Path(__file__).resolve().parents[1] / "fixtures" / "hf"
-FORMATS = {"safetensors": HF / "tiny-bert-safetensors", "bin": HF / "tiny-bert-bin"}
+FORMATS = hf_formats("bert")
 TEXTS = json.loads((HF / "tiny_bert.json").read_text(encoding="utf-8"))["texts"]
 DIM = 16
 
 
-def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
-    return float(np.max(np.abs(ours - reference)) / np.max(np.abs(reference)))
-
-
 @pytest.fixture(scope="module")
 def reference():
-    with np.load(HF / "tiny_bert.npz") as npz:
-        return {name: npz[name] for name in npz.files}
+    return hf_reference("bert")
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,6 @@
 """BERT in Flax: parity with transformers' BertForMaskedLM hidden states, strict loading, config refusals, full-size shapes."""
 
-import functools
 import json
-import shutil
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -11,38 +8,21 @@ import numpy as np
 import pytest
 
 from gptsovits_jax.models import bert
+from tests.conftest import HF, apply_params, copy_of, hf_formats, hf_reference, relative_error
 
-HF = Path(__file__).resolve().parents[1] / "fixtures" / "hf"
-FORMATS = {"safetensors": HF / "tiny-bert-safetensors", "bin": HF / "tiny-bert-bin"}
+FORMATS = hf_formats("bert")
 TINY_DIM = 16
 TEXTS = json.loads((HF / "tiny_bert.json").read_text(encoding="utf-8"))["texts"]
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def run(module, params, ids, mask=None):
-    return module.apply({"params": params}, ids, mask)
-
-
-def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
-    """Largest absolute difference over the reference's largest magnitude."""
-    return float(np.max(np.abs(ours - reference)) / np.max(np.abs(reference)))
-
-
 @pytest.fixture(scope="module")
 def reference():
-    with np.load(HF / "tiny_bert.npz") as npz:
-        return {name: npz[name] for name in npz.files}
+    return hf_reference("bert")
 
 
 @pytest.fixture(scope="module")
 def loaded():
     return {name: bert.load_bert(path, expected_dim=TINY_DIM) for name, path in FORMATS.items()}
-
-
-def copy_of(tmp_path: Path, fmt: str = "bin") -> Path:
-    target = tmp_path / f"copy-{fmt}"
-    shutil.copytree(FORMATS[fmt], target)
-    return target
 
 
 # --------------------------------------------------------------------------- parity
@@ -54,7 +34,7 @@ def test_hidden_states_minus_three_match_transformers_for_each_weight_format(fmt
     module = bert.Bert(config)
     for i in range(len(TEXTS)):
         expected = reference[f"hidden_{i}"]
-        ours = np.asarray(run(module, bert.params_for_layer(params, config), jnp.asarray(reference[f"ids_{i}"])[None]))[0]
+        ours = np.asarray(apply_params(module, bert.params_for_layer(params, config), jnp.asarray(reference[f"ids_{i}"])[None]))[0]
         assert ours.shape == expected.shape == (len(TEXTS[i]) + 2, TINY_DIM)
         assert relative_error(ours, expected) < 1e-4, (fmt, TEXTS[i])
 
@@ -64,7 +44,7 @@ def test_padded_batch_matches_transformers_on_every_real_token(fmt, loaded, refe
     config, params = loaded[fmt]
     module = bert.Bert(config)
     ids, mask = jnp.asarray(reference["batch_ids"]), jnp.asarray(reference["batch_mask"])
-    ours = np.asarray(run(module, bert.params_for_layer(params, config), ids, mask))
+    ours = np.asarray(apply_params(module, bert.params_for_layer(params, config), ids, mask))
     valid = reference["batch_mask"].astype(bool)
     assert valid.sum() == sum(len(text) + 2 for text in TEXTS) and not valid.all()
     assert relative_error(ours[valid], reference["batch_hidden"][valid]) < 1e-4
@@ -77,7 +57,7 @@ def test_both_weight_formats_give_identical_parameters(loaded):
 def test_every_hidden_state_is_available_and_minus_three_skips_the_last_two_layers(loaded, reference):
     config, params = loaded["bin"]
     ids = jnp.asarray(reference["ids_0"])[None]
-    every = np.asarray(run(bert.Bert(config, None), params, ids))
+    every = np.asarray(apply_params(bert.Bert(config, None), params, ids))
     assert every.shape == (config.num_hidden_layers + 1, 1, len(TEXTS[0]) + 2, TINY_DIM)
     np.testing.assert_allclose(every[-3, 0], reference["hidden_0"], rtol=0, atol=1e-4 * np.abs(reference["hidden_0"]).max())
     pruned = bert.params_for_layer(params, config)
@@ -148,7 +128,7 @@ def test_tf_era_layer_norm_names_and_a_missing_prefix_load_the_same(loaded):
     ],
 )
 def test_configs_it_cannot_honour_are_refused_naming_path_and_field(tmp_path, field, value, match):
-    directory = copy_of(tmp_path)
+    directory = copy_of(FORMATS["bin"], tmp_path)
     raw = json.loads((directory / "config.json").read_text())
     if value is None:
         del raw[field]
@@ -169,7 +149,7 @@ def test_missing_directory_config_and_weights_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"BERT directory does not exist \(text.bert_path\)") as info:
         bert.check_directory(tmp_path / "nowhere")
     assert str(tmp_path / "nowhere") in str(info.value)
-    directory = copy_of(tmp_path)
+    directory = copy_of(FORMATS["bin"], tmp_path)
     (directory / "pytorch_model.bin").unlink()
     with pytest.raises(
         FileNotFoundError, match=r"no BERT weights \(model.safetensors or pytorch_model.bin\) in this directory \(text.bert_path\)"

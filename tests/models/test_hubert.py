@@ -1,8 +1,6 @@
 """HuBERT in Flax: parity with transformers' HubertModel, strict loading, config refusals, upstream's frame count."""
 
-import functools
 import json
-import shutil
 from pathlib import Path
 
 import jax
@@ -14,28 +12,17 @@ from gptsovits_jax import audio
 from gptsovits_jax.config import AudioConfig, SSLConfig
 from gptsovits_jax.data import ssl
 from gptsovits_jax.models import hubert
+from tests.conftest import HF, apply_params, copy_of, hf_formats, hf_reference, relative_error
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-HF = FIXTURES / "hf"
-FORMATS = {"safetensors": HF / "tiny-hubert-safetensors", "bin": HF / "tiny-hubert-bin"}
+FORMATS = hf_formats("hubert")
 LENGTHS = (16000, 16321, 7999, 400, 719)
 TINY_DIM = 32
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def run(module, params, wave, lengths=None):
-    return module.apply({"params": params}, wave, lengths)
-
-
-def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
-    """Largest absolute difference over the reference's largest magnitude."""
-    return float(np.max(np.abs(ours - reference)) / np.max(np.abs(reference)))
-
-
 @pytest.fixture(scope="module")
 def reference():
-    with np.load(HF / "tiny_hubert.npz") as npz:
-        return {name: npz[name] for name in npz.files}
+    return hf_reference("hubert")
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +34,6 @@ def tiny_raw_config() -> dict:
     return json.loads((FORMATS["bin"] / "config.json").read_text())
 
 
-def copy_of(tmp_path: Path, fmt: str = "bin") -> Path:
-    target = tmp_path / f"copy-{fmt}"
-    shutil.copytree(FORMATS[fmt], target)
-    return target
-
-
 # --------------------------------------------------------------------------- parity
 
 
@@ -61,7 +42,7 @@ def test_matches_transformers_for_each_weight_format_and_length(fmt, loaded, ref
     module, params = loaded[fmt]
     for n in LENGTHS:
         expected = reference[f"hidden_{n}"]
-        ours = np.asarray(run(module, params, jnp.asarray(reference[f"wave_{n}"])[None]))[0]
+        ours = np.asarray(apply_params(module, params, jnp.asarray(reference[f"wave_{n}"])[None]))[0]
         assert ours.shape == expected.shape == (module.config.num_frames(n), TINY_DIM)
         assert relative_error(ours, expected) < 1e-4, (fmt, n)
 
@@ -77,7 +58,7 @@ def test_padded_batch_matches_each_utterance_alone(loaded, reference):
     batch = np.zeros((len(waves), 17000), np.float32)
     for row, wave in enumerate(waves):
         batch[row, : len(wave)] = wave
-    out = np.asarray(run(module, params, jnp.asarray(batch), jnp.asarray([len(w) for w in waves])))
+    out = np.asarray(apply_params(module, params, jnp.asarray(batch), jnp.asarray([len(w) for w in waves])))
     for row, n in enumerate(LENGTHS):
         expected = reference[f"hidden_{n}"]
         assert relative_error(out[row, : len(expected)], expected) < 1e-4, n
@@ -150,7 +131,7 @@ def test_configs_it_cannot_honour_are_refused_naming_the_field(tmp_path, field, 
         del raw[field]
     else:
         raw[field] = value
-    directory = copy_of(tmp_path)
+    directory = copy_of(FORMATS["bin"], tmp_path)
     (directory / "config.json").write_text(json.dumps(raw))
     with pytest.raises(hubert.HubertConfigError, match=match) as info:
         hubert.load_hubert(directory)
@@ -166,7 +147,7 @@ def test_missing_directory_config_and_weights_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"HuBERT directory does not exist \(ssl.hubert_path\)") as info:
         hubert.load_hubert(tmp_path / "nowhere")
     assert str(tmp_path / "nowhere") in str(info.value)
-    directory = copy_of(tmp_path)
+    directory = copy_of(FORMATS["bin"], tmp_path)
     (directory / "pytorch_model.bin").unlink()
     with pytest.raises(FileNotFoundError, match=r"no HuBERT weights \(model.safetensors or pytorch_model.bin\)"):
         hubert.load_hubert(directory)
@@ -199,7 +180,7 @@ def test_extractor_runs_the_model_on_upstreams_input_and_aligns_with_the_spectro
         assert n_spec - features.shape[0] in (0, 1)
         # Bucket padding is exact: the same as the model on the unpadded wave.
         module, params = loaded["safetensors"]
-        alone = np.asarray(run(module, params, jnp.asarray(wave_16k)[None]))[0]
+        alone = np.asarray(apply_params(module, params, jnp.asarray(wave_16k)[None]))[0]
         assert relative_error(features, alone) < 1e-5
         aligned = ssl.align_frames(features, n_spec)
         assert aligned.shape == (n_spec, TINY_DIM)
