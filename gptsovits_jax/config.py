@@ -223,7 +223,12 @@ class PlateauConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW (or LAMB) with per-group schedules (upstream: AdamW, betas 0.8/0.99, eps 1e-9, wd 0.01)."""
+    """AdamW (or LAMB) with per-group schedules (upstream: AdamW, betas 0.8/0.99, eps 1e-9, wd 0.01).
+
+    ``stack_layers`` runs AdamW on the parameters that repeat across layers stacked into
+    ``[n_layers, ...]`` arrays (:class:`gptsovits_jax.optim.LayerStacking`): the same updates, a
+    much smaller program to compile; its optimizer state is laid out by stack.
+    """
 
     name: str = "adamw"
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -237,6 +242,7 @@ class OptimConfig:
     grad_accum_steps: int = 1
     skip_nonfinite: bool = True
     plateau: PlateauConfig | None = None
+    stack_layers: bool = True
 
 
 @dataclass(frozen=True)

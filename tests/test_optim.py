@@ -251,3 +251,92 @@ def test_public_modules_import_only_jax_optax_and_stdlib():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == ""
+
+
+def deep_params(n_layers=11):
+    """A GPT-shaped tree with ``n_layers`` layers (indices past 9 sort before 2 as strings)."""
+    keys = jax.random.split(jax.random.PRNGKey(1), 2 * n_layers + 2)
+    layers = {
+        f"layers_{i}": {"linear1": {"kernel": jax.random.normal(keys[2 * i], (4, 4)), "bias": jax.random.normal(keys[2 * i + 1], (4,))}}
+        for i in range(n_layers)
+    }
+    return {
+        "ar_text_embedding": {"embedding": jax.random.normal(keys[-2], (7, 4))},
+        "h": layers,
+        "head": {"kernel": jax.random.normal(keys[-1], (4, 3))},
+    }
+
+
+def deep_loss(params, x):
+    h = params["ar_text_embedding"]["embedding"][x]
+    for i in range(len(params["h"])):
+        layer = params["h"][f"layers_{i}"]["linear1"]
+        h = jnp.tanh(h @ layer["kernel"] + layer["bias"])
+    return jnp.mean(jnp.square(h @ params["head"]["kernel"] - 1.0))
+
+
+DEEP_GROUPS = (
+    GroupConfig(name="frozen", pattern="^ar_text_embedding/", frozen=True),
+    GroupConfig(name="bottom", pattern=r"^h/layers_[0-3]/", unfreeze_step=3),
+    GroupConfig(name="rest", pattern=""),
+)
+
+
+def test_layer_stacking_groups_repeated_leaves_by_label_in_layer_order():
+    params = deep_params()
+    opt = optim.build_optimizer(optim_config(groups=DEEP_GROUPS), params)
+    stacking = optim.LayerStacking(params, opt.labels)
+    assert sorted(stacking.keys) == [
+        "ar_text_embedding.embedding",
+        "h.layers_0-3.linear1.bias",
+        "h.layers_0-3.linear1.kernel",
+        "h.layers_4-10.linear1.bias",
+        "h.layers_4-10.linear1.kernel",
+        "head.kernel",
+    ]
+    stacked = stacking.stack(params)
+    assert stacked["h.layers_4-10.linear1.kernel"].shape == (7, 4, 4)
+    np.testing.assert_array_equal(stacked["h.layers_4-10.linear1.kernel"][6], params["h"]["layers_10"]["linear1"]["kernel"])
+    assert stacking.stacked_labels["h.layers_0-3.linear1.bias"] == "bottom"
+    back = stacking.unstack(stacked)
+    jax.tree.map(np.testing.assert_array_equal, back, params)
+    # The optimizer state holds one Adam moment per stack, not per layer.
+    adam_states = optim._collect(opt.tx.init(params), optax.ScaleByAdamState)
+    mu_shapes = sorted(x.shape for state in adam_states for x in jax.tree.leaves(state.mu))
+    assert mu_shapes == [(4, 3), (4, 4), (4, 4, 4), (7, 4), (7, 4, 4)]  # bottom and rest stacks, the head
+
+
+@pytest.mark.parametrize("extra", [{}, {"weight_decay": 0.1, "clip_norm": 0.5}, {"grad_accum_steps": 2}])
+def test_stacked_optimizer_updates_equal_the_per_layer_ones(extra):
+    params = deep_params()
+    x = jnp.array([1, 2, 3, 5])
+    histories = {}
+    for stack in (True, False):
+        opt = optim.build_optimizer(optim_config(groups=DEEP_GROUPS, stack_layers=stack, **extra), params)
+        state, p, trace = opt.tx.init(params), params, []
+        update = jax.jit(opt.tx.update)
+        for step in range(6):
+            grads = jax.grad(deep_loss)(p, x + step)
+            updates, state = update(grads, state, p)
+            p = optax.apply_updates(p, updates)
+            trace.append(p)
+        histories[stack] = trace
+    for stacked, per_layer in zip(histories[True], histories[False]):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), stacked, per_layer)
+    # Frozen stays exactly frozen; the bottom layers do not move before their unfreeze step.
+    np.testing.assert_array_equal(histories[True][-1]["ar_text_embedding"]["embedding"], params["ar_text_embedding"]["embedding"])
+    first = 2 if extra.get("grad_accum_steps") else 1
+    np.testing.assert_array_equal(
+        histories[True][first]["h"]["layers_2"]["linear1"]["kernel"], params["h"]["layers_2"]["linear1"]["kernel"]
+    )
+    assert not np.array_equal(histories[True][first]["h"]["layers_5"]["linear1"]["kernel"], params["h"]["layers_5"]["linear1"]["kernel"])
+
+
+def test_lamb_is_not_stacked():
+    # LAMB's trust ratio is a norm per leaf: stacking layers would change it.
+    params = deep_params(3)
+    with pytest.warns(optim.ScheduleWarning, match="trust-ratio"):
+        opt = optim.build_optimizer(optim_config(groups=DEEP_GROUPS, name="lamb"), params)
+    adam_states = optim._collect(opt.tx.init(params), optax.ScaleByAdamState)
+    mu_shapes = sorted(x.shape for state in adam_states for x in jax.tree.leaves(state.mu))
+    assert mu_shapes == sorted(x.shape for x in jax.tree.leaves(params) if x.shape != (7, 4))  # the frozen embedding has none

@@ -161,8 +161,15 @@ class Checkpointer:
         mismatches = shape_mismatches(saved_tree, target)
         if mismatches:
             saved_name = meta.get("config", {}).get("name", "?")
+            hint = ""
+            if all(line.startswith("opt_state") for line in mismatches):
+                hint = (
+                    "\nOnly the optimizer state differs: the checkpoint was written with another optimizer layout "
+                    "(e.g. another optim.stack_layers, or before it existed: set optim.stack_layers=false to resume it), "
+                    "or start from its parameters with --init-from."
+                )
             raise CheckpointMismatchError(
-                f"{where} (config {saved_name!r}) does not fit config {self.config.name!r}: {listed_mismatches(mismatches)}"
+                f"{where} (config {saved_name!r}) does not fit config {self.config.name!r}: {listed_mismatches(mismatches)}{hint}"
             )
         restored = manager.restore(
             step,

@@ -299,3 +299,15 @@ def test_checkpoint_from_another_config_names_the_shapes(gpt_config, tmp_path):
     assert "params/bert_proj/kernel: checkpoint [1024, 64] vs config [1024, 32]" in message
     with pytest.raises(CheckpointMismatchError, match="is a 'gpt' checkpoint, not 'sovits'"):
         Checkpointer(tmp_path, gpt_config, "sovits").restore(state)
+
+
+def test_checkpoint_with_another_optimizer_layout_says_so(gpt_config, tmp_path):
+    per_layer = load_config(REPO / "configs/tiny.yaml", ["gpt_train.optim.stack_layers=false"])
+    state, _ = create_gpt_state(per_layer)
+    saver = Checkpointer(tmp_path, per_layer, "gpt", asynchronous=False)
+    saver.save(1, state, {"position": 1})
+    saver.close()
+    stacked_state, _ = create_gpt_state(gpt_config)
+    with pytest.raises(CheckpointMismatchError, match=r"Only the optimizer state differs.*optim\.stack_layers=false") as err:
+        Checkpointer(tmp_path, gpt_config, "gpt").restore(stacked_state)
+    assert "params/" not in str(err.value)
