@@ -62,10 +62,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     shapes = _shapes(model, seconds)
     part = spec.get("part", "step")
     if model == "gpt":
-        from gptsovits_jax.train.gpt_step import _forward, create_gpt_state, jit_gpt_train_step
+        from gptsovits_jax.train.gpt_step import _forward, create_gpt_state, jit_gpt_train_step, make_gpt_setup
 
         state = jax.eval_shape(lambda: create_gpt_state(config)[0])
-        _, setup = create_gpt_state(config, params=state.params)
+        setup = make_gpt_setup(config, state.params)
         step = jit_gpt_train_step(setup)
         if part != "step":  # the forward alone, or forward + backward without the optimizer update
             loss = lambda params, b, r: _forward(setup, params, b, r)[0]  # noqa: E731
@@ -73,10 +73,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             state = state.params
         host = synthetic.synthetic_gpt_batch(config, batch, shapes["text_len"], shapes["semantic_len"], 0)
     else:
-        from gptsovits_jax.train.sovits_step import create_sovits_state, jit_sovits_train_step
+        from gptsovits_jax.train.sovits_step import create_sovits_state, jit_sovits_train_step, make_sovits_setup
 
         state = jax.eval_shape(lambda: create_sovits_state(config)[0])
-        _, setup = create_sovits_state(config, variables=(state.params_g, state.quantizer, state.params_d))
+        setup = make_sovits_setup(config, state.params_g, state.params_d)
         step = jit_sovits_train_step(setup)
         host = synthetic.synthetic_sovits_batch(config, batch, shapes["frames"], shapes["text_len"], 0, ragged=False)
     host.pop("keys")

@@ -81,15 +81,15 @@ class UpstreamIOError(ValueError):
 
 def fresh_variables(stage: str, config: Config) -> dict[str, Any]:
     """A fresh initialisation of ``stage``'s :data:`~gptsovits_jax.train.restore.STAGE_FIELDS` (the stage's seed, as :func:`create_*_state`)."""
-    from gptsovits_jax.train.common import init_key
+    from gptsovits_jax.train.common import init_key, jit_init
 
     if stage == "gpt":
         from gptsovits_jax.train.gpt_step import init_gpt_params
 
-        return {"params": jax.jit(init_gpt_params, static_argnums=0)(config, init_key(config.gpt_train.seed))}
+        return {"params": jit_init(init_gpt_params, static_argnums=0)(config, init_key(config.gpt_train.seed))}
     from gptsovits_jax.train.sovits_step import init_sovits_variables
 
-    params_g, quantizer, params_d = jax.jit(init_sovits_variables, static_argnums=0)(config, init_key(config.sovits_train.seed))
+    params_g, quantizer, params_d = jit_init(init_sovits_variables, static_argnums=0)(config, init_key(config.sovits_train.seed))
     return {"params_g": params_g, "quantizer": quantizer, "params_d": params_d}
 
 

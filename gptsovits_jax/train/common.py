@@ -1,4 +1,4 @@
-"""Pieces both train steps share: compute dtypes, the initialisation key, finiteness and learning-rate metrics."""
+"""Pieces both train steps share: compute dtypes, the initialisation key and program, finiteness and learning-rate metrics."""
 
 from __future__ import annotations
 
@@ -13,14 +13,31 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def init_key(seed: int) -> jax.Array:
-    """The key parameters are initialised from.
+    """The key parameters are initialised from: threefry, whose draws do not depend on the sharding.
 
-    XLA's RNG-bit-generator (``unsafe_rbg``) instead of threefry: compiling a
-    model's ``init`` takes seconds instead of minutes on CPU. Values are
-    deterministic for a backend; the randomness of training steps (dropout, noise,
-    slices) keeps threefry, whose numbers do not depend on how arrays are sharded.
+    With ``jax_threefry_partitionable`` (JAX's default) each device draws exactly its own part of
+    an array, so an initialisation compiled with sharded outputs (:func:`jit_init`) gives bitwise
+    the values of one device, on any mesh and any number of processes. XLA's RngBitGenerator
+    (``unsafe_rbg``) compiles faster but draws differently once partitioned: a two-process run
+    started from other values than one process.
     """
-    return jax.random.key(seed, impl="unsafe_rbg")
+    return jax.random.key(seed, impl="threefry2x32")
+
+
+def jit_init(fn, sharding: Any = None, static_argnums: int | tuple[int, ...] = ()):
+    """``fn`` compiled as an initialisation whose outputs are created with ``sharding``.
+
+    ``sharding``: one ``jax.sharding.Sharding`` for every output array or a tree of them matching
+    the outputs (None: the default device). Every device computes only its own shards of the
+    outputs, so a state larger than one device's memory never exists whole on one device, and
+    with :func:`init_key` the values do not depend on the sharding.
+    """
+    if not jax.config.jax_threefry_partitionable:
+        raise ValueError(
+            "parameter initialisation needs jax_threefry_partitionable=True (JAX's default): without it the values depend on the sharding"
+        )
+    shardings = {} if sharding is None else {"out_shardings": sharding}
+    return jax.jit(fn, static_argnums=static_argnums, **shardings)
 
 
 def step_key(state: Any) -> jax.Array:

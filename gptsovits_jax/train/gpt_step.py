@@ -21,7 +21,7 @@ import optax
 from gptsovits_jax.config import Config, optimizer_steps
 from gptsovits_jax.models.gpt import Text2SemanticDecoder, gpt_loss
 from gptsovits_jax.optim import Optimizer, build_optimizer, skipped_updates, update_count
-from gptsovits_jax.train.common import COMPUTE_DTYPES, init_key, jit_step, lr_metrics
+from gptsovits_jax.train.common import COMPUTE_DTYPES, init_key, jit_init, jit_step, lr_metrics
 
 
 @flax.struct.dataclass
@@ -78,22 +78,29 @@ def make_gpt_setup(config: Config, params: Any) -> GPTSetup:
     return GPTSetup(model=model, opt=opt, config=config)
 
 
-def create_gpt_state(config: Config, seed: int | None = None, params: Any = None) -> tuple[GPTTrainState, GPTSetup]:
-    """A fresh train state (or one starting from ``params``) and its setup."""
-    seed = config.gpt_train.seed if seed is None else seed
+def _fresh_gpt_state(config: Config, seed: int, params: Any) -> GPTTrainState:
     if params is None:
-        params = jax.jit(init_gpt_params, static_argnums=0)(config, init_key(seed))
-    run_key = jax.random.PRNGKey(seed)
-    setup = make_gpt_setup(config, params)
-    state = GPTTrainState(
+        params = init_gpt_params(config, init_key(seed))
+    return GPTTrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        opt_state=setup.opt.tx.init(params),
-        rng=run_key,
+        opt_state=make_gpt_setup(config, params).opt.tx.init(params),
+        rng=jax.random.PRNGKey(seed),
         validation_loss=jnp.full((), jnp.inf, jnp.float32),
         validation_round=jnp.zeros((), jnp.int32),
     )
-    return state, setup
+
+
+def create_gpt_state(config: Config, seed: int | None = None, params: Any = None, sharding: Any = None) -> tuple[GPTTrainState, GPTSetup]:
+    """A fresh train state (or one starting from ``params``) and its setup.
+
+    The state is one compiled program (:func:`~gptsovits_jax.train.common.jit_init`) whose outputs
+    have ``sharding`` (a ``Sharding`` for every leaf or a tree matching the state; None: the default
+    device): each device computes only its part, and the parameters are the same on any mesh.
+    """
+    seed = config.gpt_train.seed if seed is None else seed
+    state = jit_init(_fresh_gpt_state, sharding, static_argnums=(0, 1))(config, seed, params)
+    return state, make_gpt_setup(config, state.params)
 
 
 def _forward(setup: GPTSetup, params: Any, batch: dict[str, jax.Array], rng: jax.Array | None):

@@ -7,7 +7,9 @@ gradient all-reduce (the ``lax.pmean`` of the pmap model) and the cross-device s
 of batch statistics (quantizer EMA, k-means). Nothing in a step knows how many
 devices there are, and random numbers do not depend on the partitioning (JAX's
 partitionable threefry), so one device and eight give the same result up to the
-order of floating-point reductions.
+order of floating-point reductions. The state is created with its sharding
+(:func:`gptsovits_jax.train.common.jit_init`): every device computes its own part,
+and the parameters drawn are the same whatever the mesh.
 
 Multi-host: :func:`initialize_distributed` calls ``jax.distributed.initialize``;
 each process loads its own rows of every global batch and
@@ -95,9 +97,3 @@ def global_batch_from_local(local_batch: dict[str, np.ndarray], mesh: Mesh) -> d
     """Assemble this process's rows into global arrays sharded along the batch axis."""
     sharding = batch_sharded(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
-
-
-def put_replicated(tree: Any, mesh: Mesh) -> Any:
-    """Place a pytree (the train state) replicated on every device of the mesh."""
-    sharding = replicated(mesh)
-    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)

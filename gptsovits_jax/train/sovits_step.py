@@ -36,7 +36,7 @@ from gptsovits_jax.config import Config
 from gptsovits_jax.models.hifigan import MultiPeriodDiscriminator
 from gptsovits_jax.models.sovits import SynthesizerTrn, build_synthesizer, slice_segments
 from gptsovits_jax.optim import Optimizer, build_optimizer, skipped_updates
-from gptsovits_jax.train.common import COMPUTE_DTYPES, init_key, jit_step, lr_metrics, tree_is_finite
+from gptsovits_jax.train.common import COMPUTE_DTYPES, init_key, jit_init, jit_step, lr_metrics, tree_is_finite
 
 
 @flax.struct.dataclass
@@ -116,30 +116,36 @@ def init_sovits_variables(config: Config, rng: jax.Array) -> tuple[Any, Any, Any
     return variables["params"], variables.get("quantizer", {}), params_d
 
 
-def create_sovits_state(config: Config, seed: int | None = None, variables: Any = None) -> tuple[SoVITSTrainState, SoVITSSetup]:
-    """A fresh train state and its setup, deterministic in ``seed`` (default ``sovits_train.seed``).
-
-    ``variables``: ``(params_g, quantizer, params_d)`` to start from (e.g. imported weights) instead of
-    a fresh initialisation; the optimizer state is fresh either way.
-    """
-    seed = config.sovits_train.seed if seed is None else seed
-    if variables is None:
-        variables = jax.jit(init_sovits_variables, static_argnums=0)(config, init_key(seed))
-    params_g, quantizer, params_d = variables
-    run_key = jax.random.PRNGKey(seed)
+def _fresh_sovits_state(config: Config, seed: int, variables: Any) -> SoVITSTrainState:
+    params_g, quantizer, params_d = init_sovits_variables(config, init_key(seed)) if variables is None else variables
     setup = make_sovits_setup(config, params_g, params_d)
-    state = SoVITSTrainState(
+    return SoVITSTrainState(
         step=jnp.zeros((), jnp.int32),
         params_g=params_g,
         params_d=params_d,
         opt_state_g=setup.opt_g.tx.init(params_g),
         opt_state_d=setup.opt_d.tx.init(params_d),
         quantizer=quantizer,
-        rng=run_key,
+        rng=jax.random.PRNGKey(seed),
         validation_loss=jnp.full((), jnp.inf, jnp.float32),
         validation_round=jnp.zeros((), jnp.int32),
     )
-    return state, setup
+
+
+def create_sovits_state(
+    config: Config, seed: int | None = None, variables: Any = None, sharding: Any = None
+) -> tuple[SoVITSTrainState, SoVITSSetup]:
+    """A fresh train state and its setup, deterministic in ``seed`` (default ``sovits_train.seed``).
+
+    ``variables``: ``(params_g, quantizer, params_d)`` to start from (e.g. imported weights) instead of
+    a fresh initialisation; the optimizer state is fresh either way. The state is one compiled
+    program (:func:`~gptsovits_jax.train.common.jit_init`) whose outputs have ``sharding`` (a
+    ``Sharding`` for every leaf or a tree matching the state; None: the default device): each device
+    computes only its part, and the parameters are the same on any mesh.
+    """
+    seed = config.sovits_train.seed if seed is None else seed
+    state = jit_init(_fresh_sovits_state, sharding, static_argnums=(0, 1))(config, seed, variables)
+    return state, make_sovits_setup(config, state.params_g, state.params_d)
 
 
 @flax.struct.dataclass

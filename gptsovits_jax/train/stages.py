@@ -15,7 +15,7 @@ from gptsovits_jax.config import Config
 from gptsovits_jax.train import loop as loop_lib
 from gptsovits_jax.train.compile_stats import CompileStats
 from gptsovits_jax.train.gpt_step import create_gpt_state, gpt_eval_step, jit_gpt_train_step
-from gptsovits_jax.train.parallel import batch_sharded, check_batch_size, initialize_distributed, make_mesh, put_replicated, replicated
+from gptsovits_jax.train.parallel import batch_sharded, check_batch_size, initialize_distributed, make_mesh, replicated
 from gptsovits_jax.train.sovits_step import create_sovits_state, jit_sovits_train_step, resynthesize, sovits_eval_step
 from gptsovits_jax.train.synthetic import RepeatingBatches, synthetic_gpt_batch, synthetic_sovits_batch
 from gptsovits_jax.upstream_io import starting_variables
@@ -54,18 +54,23 @@ def sovits_sample_audio(setup, batch: dict[str, np.ndarray]):
 def build_stage(
     stage: str, config: Config, mesh, eval_batches: Sequence[dict[str, Any]] = (), variables: dict[str, Any] | None = None
 ) -> tuple[loop_lib.StageLoop, Any]:
-    """The loop description and a fresh state (replicated on ``mesh``) of ``stage``.
+    """The loop description and a fresh state of ``stage``, created with its sharding on ``mesh`` (replicated).
 
     ``variables``: the parameters (and codebook) to start from, as :func:`gptsovits_jax.upstream_io.starting_variables`
-    returns them; None initialises them fresh. The optimizer state is fresh either way.
+    returns them; None initialises them fresh. The optimizer state is fresh either way, and the state
+    is computed on the mesh's devices with the sharding the train step takes it in (nothing is built
+    on one device and copied).
     """
+    state_sharding = replicated(mesh)
+    if variables is not None:  # starting weights go in as arguments (placed as the state will hold them), not as constants
+        variables = jax.device_put(variables, state_sharding)
     if stage == "sovits":
         start = None if variables is None else (variables["params_g"], variables["quantizer"], variables["params_d"])
-        state, setup = create_sovits_state(config, variables=start)
+        state, setup = create_sovits_state(config, variables=start, sharding=state_sharding)
         loop = loop_lib.StageLoop(
             stage="sovits",
             train_cfg=config.sovits_train,
-            train_step=jit_sovits_train_step(setup, replicated(mesh), batch_sharded(mesh), rng_from_state=True),
+            train_step=jit_sovits_train_step(setup, state_sharding, batch_sharded(mesh), rng_from_state=True),
             eval_step=jax.jit(functools.partial(sovits_eval_step, setup)),
             main_loss="loss/g/total",
             eval_metric="val/mel",
@@ -73,11 +78,11 @@ def build_stage(
             max_nonfinite=config.sovits_train.max_nonfinite_steps,
         )
     elif stage == "gpt":
-        state, setup = create_gpt_state(config, params=None if variables is None else variables["params"])
+        state, setup = create_gpt_state(config, params=None if variables is None else variables["params"], sharding=state_sharding)
         loop = loop_lib.StageLoop(
             stage="gpt",
             train_cfg=config.gpt_train,
-            train_step=jit_gpt_train_step(setup, replicated(mesh), batch_sharded(mesh), rng_from_state=True),
+            train_step=jit_gpt_train_step(setup, state_sharding, batch_sharded(mesh), rng_from_state=True),
             eval_step=jax.jit(lambda s, b, rng: gpt_eval_step(setup, s, b)),
             main_loss="loss/ce",
             eval_metric="val/ce",
@@ -85,7 +90,7 @@ def build_stage(
         )
     else:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
-    return loop, put_replicated(state, mesh)
+    return loop, state
 
 
 def train_stage(

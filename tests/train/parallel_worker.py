@@ -5,6 +5,10 @@ runtime are fixed when JAX starts::
 
     python parallel_worker.py devices OUT_DIR                     # 1 and 8 devices of one process
     python parallel_worker.py distributed OUT_DIR PORT PROCESS_ID # one of two processes (GPT stage)
+    python parallel_worker.py layout OUT_DIR                      # both states on one device and sharded over all
+
+Each run saves the state it starts from (``{stage}_init.npz``) beside the losses and parameters
+it ends with.
 
 and the training entry itself (``run_training``, synthetic data, both stages into
 ``OUT_DIR/gpt`` and ``OUT_DIR/sovits``; evaluations, regular and final saves coincide)::
@@ -24,10 +28,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from jax.sharding import NamedSharding, PartitionSpec
+
 from gptsovits_jax.config import load_config
 from gptsovits_jax.optim import param_path
+from gptsovits_jax.train.gpt_step import create_gpt_state
 from gptsovits_jax.train.loop import split_keys
 from gptsovits_jax.train.parallel import global_batch_from_local, initialize_distributed, make_mesh, process_rows
+from gptsovits_jax.train.sovits_step import create_sovits_state
 from gptsovits_jax.train.stages import build_stage, run_training
 from gptsovits_jax.train.synthetic import synthetic_gpt_batch, synthetic_sovits_batch
 from tests.conftest import SMALL_GPT, SMALL_SOVITS
@@ -67,9 +75,16 @@ def batches(stage: str, config):
     return [synthetic_gpt_batch(config, GLOBAL_BATCH, 16, 24, seed=s) for s in range(STEPS)]
 
 
+def flat_leaves(tree) -> dict[str, np.ndarray]:
+    """Every array of ``tree`` on the host, by path."""
+    return {jax.tree_util.keystr(p): np.asarray(jax.device_get(x)) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
 def run(stage: str, config, out: Path) -> None:
     mesh = make_mesh(config.parallel.num_devices)
     loop, state = build_stage(stage, config, mesh)
+    if jax.process_index() == 0:
+        np.savez(out / f"{stage}_init.npz", **flat_leaves(state))
     rows = process_rows(GLOBAL_BATCH)
     losses = []
     for host_batch in batches(stage, config):
@@ -99,6 +114,54 @@ def loop(out: Path, phase: str, extra: list[str]) -> None:
         run_training(stage, config, out / stage, resume=phase == "resume", synthetic=True, progress=False, stop_after=stop_after)
 
 
+CREATE = {"gpt": create_gpt_state, "sovits": create_sovits_state}
+
+
+def fsdp_layout(abstract_state, mesh):
+    """Each leaf split over the mesh along its first axis the mesh's size divides (else replicated)."""
+    n = mesh.devices.size
+
+    def spec(x):
+        axes = [mesh.axis_names[0] if i == next((i for i, d in enumerate(x.shape) if d % n == 0), None) else None for i in range(x.ndim)]
+        return NamedSharding(mesh, PartitionSpec(*axes))
+
+    return jax.tree.map(spec, abstract_state)
+
+
+def layout(stage: str, mesh, out: Path) -> None:
+    """``stage``'s state on one device and sharded over ``mesh`` (:func:`fsdp_layout`): their arrays, and
+    per leaf of the sharded one its sharding and its shards' shapes against the intended ones, and the
+    compiled initialisation's memory per device."""
+    config = stage_config(stage, [])
+    create = CREATE[stage]
+    one, _ = create(config)
+    shardings = fsdp_layout(jax.eval_shape(lambda: create(config)[0]), mesh)
+    # Compiled ahead of time for its memory analysis, then run: the state comes from this very program.
+    compiled = jax.jit(lambda: create(config, sharding=shardings)[0]).lower().compile()
+    sharded = compiled()
+    np.savez(out / f"{stage}_one.npz", **flat_leaves(one))
+    np.savez(out / f"{stage}_sharded.npz", **flat_leaves(sharded))
+    leaves = [
+        {
+            "path": jax.tree_util.keystr(path),
+            "bytes": x.size * x.dtype.itemsize,
+            "spec": str(want.spec),
+            "same_sharding": x.sharding.is_equivalent_to(want, x.ndim),
+            "shard_shapes": sorted({tuple(s.data.shape) for s in x.addressable_shards}),
+            "want_shard_shape": list(want.shard_shape(x.shape)),
+        }
+        for (path, x), want in zip(jax.tree_util.tree_leaves_with_path(sharded), jax.tree.leaves(shardings))
+    ]
+    memory = compiled.memory_analysis()
+    report = {
+        "devices": mesh.devices.size,
+        "leaves": leaves,
+        "output_bytes_per_device": int(memory.output_size_in_bytes),
+        "temp_bytes_per_device": int(memory.temp_size_in_bytes),
+    }
+    (out / f"{stage}_layout.json").write_text(json.dumps(report))
+
+
 def main() -> None:
     mode, out = sys.argv[1], Path(sys.argv[2])
     if mode == "loop":
@@ -115,6 +178,10 @@ def main() -> None:
                 target = out / f"devices{n}"
                 target.mkdir(parents=True, exist_ok=True)
                 run(stage, stage_config(stage, [f"parallel.num_devices={n}"]), target)
+    elif mode == "layout":
+        out.mkdir(parents=True, exist_ok=True)
+        for stage in ("gpt", "sovits"):
+            layout(stage, make_mesh(), out)
     elif mode == "distributed":
         port, pid = sys.argv[3], int(sys.argv[4])
         config = stage_config("gpt", two_processes(port, pid))
