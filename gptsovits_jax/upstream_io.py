@@ -94,17 +94,6 @@ def fresh_variables(stage: str, config: Config) -> dict[str, Any]:
     return {"params_g": params_g, "quantizer": quantizer, "params_d": params_d}
 
 
-def initial_state(stage: str, config: Config, variables: dict[str, Any]):
-    """``(train state, setup)`` of ``stage`` starting from ``variables``, with a fresh optimizer state at step 0."""
-    if stage == "gpt":
-        from gptsovits_jax.train.gpt_step import create_gpt_state
-
-        return create_gpt_state(config, params=variables["params"])
-    from gptsovits_jax.train.sovits_step import create_sovits_state
-
-    return create_sovits_state(config, variables=(variables["params_g"], variables["quantizer"], variables["params_d"]))
-
-
 def count_values(tree: Any) -> int:
     """Scalars in ``tree`` (parameters, codebook entries)."""
     return sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree.leaves(tree))

@@ -23,13 +23,12 @@ from gptsovits_jax.config import load_config
 from gptsovits_jax.torch_checkpoint import read_torch_checkpoint
 from gptsovits_jax.train.checkpoint import FIELDS_KEY, Checkpointer, read_checkpoint_config, read_checkpoint_meta, restore_state_fields
 from gptsovits_jax.train.parallel import make_mesh
-from gptsovits_jax.train.restore import STAGE_FIELDS, restore_train_state, restore_variables
+from gptsovits_jax.train.restore import STAGE_FIELDS, initial_state, restore_train_state, restore_variables
 from gptsovits_jax.train.stages import build_stage
 from gptsovits_jax.upstream_io import (
     UpstreamIOError,
     completed_epochs,
     fresh_variables,
-    initial_state,
     starting_variables,
 )
 from gptsovits_jax.upstream_weights import load_upstream_checkpoint, project_to_upstream, upstream_state_dict

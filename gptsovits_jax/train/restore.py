@@ -103,6 +103,13 @@ def restore_variables(
     return StageVariables(variables, saved_config, step, data_state)
 
 
+def initial_state(stage: str, config: Config, variables: dict[str, Any]) -> tuple[Any, Any]:
+    """``(train state, setup)`` of ``stage`` starting from ``variables`` (its :data:`STAGE_FIELDS`), with a fresh optimizer state at step 0."""
+    if stage == "gpt":
+        return gpt_step.create_gpt_state(config, params=variables["params"])
+    return sovits_step.create_sovits_state(config, variables=tuple(variables[name] for name in STAGE_FIELDS[stage]))
+
+
 def restore_train_state(path: str | Path, stage: str) -> tuple[Any, Any, Config]:
     """The whole train state (optimizer state included) onto this process's first device: ``(state, setup, config)``.
 
@@ -116,11 +123,7 @@ def restore_train_state(path: str | Path, stage: str) -> tuple[Any, Any, Config]
     if saved_stage != stage:
         raise CheckpointMismatchError(f"{path} holds a {saved_stage!r} checkpoint, expected {stage!r}")
     if FIELDS_KEY in meta:  # parameters only (import-upstream): a fresh optimizer state around them
-        variables = restore_variables(path, stage, device=jax.local_devices()[0]).variables
-        if stage == "gpt":
-            state, setup = gpt_step.create_gpt_state(config, params=variables["params"])
-        else:
-            state, setup = sovits_step.create_sovits_state(config, variables=tuple(variables[name] for name in STAGE_FIELDS[stage]))
+        state, setup = initial_state(stage, config, restore_variables(path, stage, device=jax.local_devices()[0]).variables)
         return state, setup, config
     create = sovits_step.create_sovits_state if stage == "sovits" else gpt_step.create_gpt_state
     built = {}
