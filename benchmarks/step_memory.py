@@ -3,6 +3,8 @@
     PYTHONPATH=. python benchmarks/step_memory.py [--models gpt sovits] [--batches 1 2 4 8] [--seconds 5 10 20]
         [--remat none dots full] [--out benchmarks/results/step_memory_cpu.jsonl] [--plot benchmarks/results/step_memory_cpu.png]
     PYTHONPATH=. python benchmarks/step_memory.py --from benchmarks/results/step_memory_cpu.jsonl --plot OUT.png   # fit and plot only
+    PYTHONPATH=. python benchmarks/step_memory.py --models sovits --batches 2 --seconds 4 --part step grad disc grad_dec
+        # compile seconds of the step's parts (GPT: step grad forward; SoVITS also disc and grad_<submodule>)
 
 Each configuration is lowered and compiled ahead of time on abstract inputs (``jax.eval_shape`` of
 the train state: nothing is allocated or run) and ``compiled.memory_analysis()`` is recorded:
@@ -11,6 +13,10 @@ temporaries, plus the step's total ``arguments + outputs - aliased + temporaries
 memory the step needs). The figures are deterministic for a given program and backend, so they
 compare across commits even on a noisy machine; they are the figures of the backend the script
 runs on (XLA:CPU here), whose buffer assignment is close to, not identical with, GPU and TPU.
+
+Compile time is recorded as wall-clock seconds (``compile_s``) and as the compiling process's CPU
+seconds (``compile_cpu_s``, all its threads), which a busy machine inflates less, with the 1-minute
+load average before and after (``load_1min``).
 
 Clip lengths are seconds of audio: GPT ``Ty = 25 s`` semantic tokens and ``Tx = 12 s`` phonemes
 (a typical phoneme rate); SoVITS ``50 s`` frames with ``Tx = 12 s`` phonemes. Each configuration
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import multiprocessing
 import os
@@ -58,9 +65,13 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     overrides = list(spec["overrides"])
     if model == "gpt":
         overrides += [f"gpt_train.remat={spec['remat']}", "gpt_train.optim.grad_accum_steps=1"]
+    elif spec["remat"] != "none":
+        overrides += [f"sovits_train.remat={spec['remat']}"]
     config = load_config(spec["config"], overrides)
     shapes = _shapes(model, seconds)
     part = spec.get("part", "step")
+    if model == "gpt" and part not in ("step", "grad", "forward"):
+        raise ValueError(f"GPT parts are step, grad and forward, got {part!r}")
     if model == "gpt":
         from gptsovits_jax.train.gpt_step import _forward, create_gpt_state, jit_gpt_train_step
 
@@ -78,15 +89,20 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         state = jax.eval_shape(lambda: create_sovits_state(config)[0])
         _, setup = create_sovits_state(config, variables=(state.params_g, state.quantizer, state.params_d))
         step = jit_sovits_train_step(setup)
+        if part != "step":
+            step, state = sovits_part(setup, state, part)
         host = synthetic.synthetic_sovits_batch(config, batch, shapes["frames"], shapes["text_len"], 0, ragged=False)
     host.pop("keys")
     abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in host.items()}
     rng = jax.ShapeDtypeStruct((2,), jax.numpy.uint32)
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     lowered = step.lower(state, abstract_batch, rng)
     lowered_at = time.perf_counter()
+    cpu_before = time.process_time()
     compiled = lowered.compile()
     done = time.perf_counter()
+    compile_cpu = time.process_time() - cpu_before
     analysis = compiled.memory_analysis()
     memory = {f: int(getattr(analysis, f)) for f in MEMORY_FIELDS}
     memory["total_bytes"] = (
@@ -101,10 +117,12 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "batch": batch,
         "seconds": seconds,
         **shapes,
-        "remat": spec["remat"] if model == "gpt" else "none",
+        "remat": spec["remat"],
         "part": part,
         "lower_s": round(lowered_at - started, 2),
         "compile_s": round(done - lowered_at, 2),
+        "compile_cpu_s": round(compile_cpu, 2),
+        "load_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         **memory,
         "machine": {
             "backend": jax.default_backend(),
@@ -114,6 +132,100 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             "python_version": platform.python_version(),
         },
     }
+
+
+SOVITS_PARTS = ("forward", "grad", "disc", "grad_enc_p", "grad_enc_q", "grad_flow", "grad_dec")
+
+
+def sovits_part(setup: Any, state: Any, part: str) -> tuple[Any, Any]:
+    """``(jitted fn(first, batch, rng), first)`` for one part of the SoVITS train step.
+
+    ``forward``: the generator's training forward (dropout on); ``grad``: its forward and
+    backward (gradient of a stand-in scalar of every differentiable output); ``disc``: the
+    discriminator's loss and gradient on real vs generated-size audio plus the generator's
+    adversarial and feature-matching gradient through it (steps 2-5 without the generator);
+    ``grad_<module>``: forward and backward of one generator submodule alone (``enc_p``,
+    ``enc_q``, ``flow``, ``dec``) on batch-shaped stand-in inputs.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from gptsovits_jax import losses
+    from gptsovits_jax.models.layers import sequence_mask
+
+    cfg = setup.config
+    seg = cfg.sovits.segment_frames * cfg.audio.hop_length
+
+    def scalar(tree):
+        return sum(jnp.mean(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating))
+
+    if part in ("forward", "grad"):
+
+        def forward(params_g, quantizer, batch, rng):
+            k_drop, k_sample = jax.random.split(rng)
+            out = setup.synth.apply(
+                {"params": params_g, "quantizer": quantizer},
+                batch["ssl"],
+                batch["spec"],
+                batch["spec_lens"],
+                batch["text"],
+                batch["text_lens"],
+                train=True,
+                rngs={"dropout": k_drop, "sample": k_sample},
+            )
+            return {"audio": out.audio, "z_p": out.z_p, "logs_q": out.logs_q, "m_p": out.m_p, "logs_p": out.logs_p}
+
+        if part == "forward":
+            return jax.jit(lambda v, b, r: forward(*v, b, r)), (state.params_g, state.quantizer)
+        return jax.jit(lambda v, b, r: jax.value_and_grad(lambda p: scalar(forward(p, v[1], b, r)))(v[0])), (
+            state.params_g,
+            state.quantizer,
+        )
+    if part == "disc":
+
+        def disc(params_d, batch, rng):
+            real, fake = batch["wav"][:, :seg], batch["wav"][:, -seg:]
+            n = real.shape[0]
+
+            def run(p, f):
+                return setup.disc.apply({"params": p}, jnp.concatenate([real, f], axis=0), rngs={"dropout": rng})
+
+            def loss_d(p):
+                logits, _ = run(p, jax.lax.stop_gradient(fake))
+                return losses.discriminator_loss([x[:n] for x in logits], [x[n:] for x in logits])[0]
+
+            def loss_g(f):
+                logits, fmaps = run(params_d, f)
+                fm = losses.feature_matching_loss([[x[:n] for x in layer] for layer in fmaps], [[x[n:] for x in layer] for layer in fmaps])
+                return fm + losses.generator_adversarial_loss([x[n:] for x in logits])
+
+            return jax.value_and_grad(loss_d)(params_d), jax.value_and_grad(loss_g)(fake)
+
+        return jax.jit(disc), state.params_d
+    if part not in SOVITS_PARTS:
+        raise ValueError(f"unknown SoVITS part {part!r}; choose step or one of {', '.join(SOVITS_PARTS)}")
+    module = part.removeprefix("grad_")
+    s = cfg.sovits
+
+    def module_forward(synth, batch, rng):
+        mask = sequence_mask(batch["spec_lens"], batch["spec"].shape[1])
+        ge = jnp.full((mask.shape[0], s.gin_channels), 0.1, synth.dtype)
+        z = batch["spec"][..., : s.inter_channels].astype(synth.dtype)
+        if module == "enc_p":
+            text_mask = sequence_mask(batch["text_lens"], batch["text"].shape[1])
+            return synth.enc_p(batch["ssl"], mask, batch["text"], text_mask, ge, deterministic=False)
+        if module == "enc_q":
+            return synth.enc_q(batch["spec"].astype(synth.dtype), mask, ge)
+        if module == "flow":
+            return synth.flow(z, mask, ge)
+        return synth.dec(z[:, : s.segment_frames], ge)
+
+    def loss(params_g, batch, rng):
+        k_drop, k_sample = jax.random.split(rng)
+        out = setup.synth.apply({"params": params_g}, batch, rng, method=module_forward, rngs={"dropout": k_drop, "sample": k_sample})
+        return scalar(out)
+
+    return jax.jit(jax.value_and_grad(loss)), state.params_g
 
 
 def _run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
@@ -178,13 +290,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default=str(CONFIG))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 2, 4, 8])
     parser.add_argument("--seconds", nargs="+", type=float, default=[5.0, 10.0, 20.0])
-    parser.add_argument("--remat", nargs="+", default=["none", "dots", "full"], help="GPT remat settings (SoVITS has none)")
+    parser.add_argument("--remat", nargs="+", help="remat settings (default: GPT none dots full, SoVITS none)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     parser.add_argument(
         "--part",
-        default="step",
-        choices=["step", "grad", "forward"],
-        help="GPT: the train step, forward + backward only, or the forward only",
+        nargs="+",
+        default=["step"],
+        choices=["step", "grad", "forward", *SOVITS_PARTS[2:]],
+        help="the train step, forward + backward only (SoVITS: the generator's), or the forward only; "
+        "SoVITS also: disc (the discriminator's part of the step), grad_enc_p / grad_enc_q / grad_flow / grad_dec "
+        "(forward + backward of one generator submodule)",
     )
     parser.add_argument("--out", type=Path, help="append the JSON records to this file")
     parser.add_argument("--plot", type=Path, help="write the memory curves to this PNG")
@@ -197,23 +312,25 @@ def main(argv: list[str] | None = None) -> None:
         records = [r for r in records if r.get("benchmark") == "step_memory"]
         args.models = []
     for model in args.models:
-        for remat in args.remat if model == "gpt" else ["none"]:
+        for remat in args.remat or (["none", "dots", "full"] if model == "gpt" else ["none"]):
             for seconds in args.seconds:
-                for batch in args.batches:
+                for batch, part in itertools.product(args.batches, args.part):
                     spec = {
                         "model": model,
                         "config": args.config,
                         "batch": batch,
                         "seconds": seconds,
                         "remat": remat,
+                        "part": part,
                         "overrides": args.override,
                     }
                     record = _run_isolated(spec)
                     records.append(record)
                     print(json.dumps(record), flush=True)
                     print(
-                        f"{model:6s} remat {record['remat']:4s} {seconds:4g} s batch {batch:3d}: total {record['total_bytes'] / 1e9:7.2f} GB, "
-                        f"temp {record['temp_size_in_bytes'] / 1e9:7.2f} GB, compile {record['compile_s']:6.1f} s",
+                        f"{model:6s} {part:10s} remat {record['remat']:4s} {seconds:4g} s batch {batch:3d}: total {record['total_bytes'] / 1e9:7.2f} GB, "
+                        f"temp {record['temp_size_in_bytes'] / 1e9:7.2f} GB, compile {record['compile_s']:6.1f} s "
+                        f"({record['compile_cpu_s']:.1f} s CPU, load {record['load_1min'][0]:.1f})",
                         file=sys.stderr,
                         flush=True,
                     )
