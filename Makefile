@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make train   bootstrap .venv, then the demo job (preprocess, train SoVITS and GPT, synthesize)
 #   make test    bootstrap .venv, then the test suite (2 xdist workers, persistent XLA cache)
-# Other targets: make lint, make bench (step throughput), make ablation (learning-rate schedules), make clean.
+# Other targets: make lint, make bench (the tests marked bench, then step throughput), make ablation (learning-rate schedules), make clean.
 
 SHELL := /bin/bash
 VENV := .venv
@@ -44,6 +44,7 @@ lint: $(STAMP)
 
 # Preloads jemalloc (apt-get install libjemalloc2) into each configuration's process when installed: see --allocator.
 bench: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -m bench tests
 	$(PY) benchmarks/step_throughput.py --out benchmarks/results/step_throughput_cpu.jsonl
 
 ablation: $(STAMP)

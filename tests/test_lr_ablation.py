@@ -66,7 +66,7 @@ def test_steps_to_target_uses_the_trailing_mean(ablation):
     assert ablation.steps_to_target(curve, 0.5, 2) is None
 
 
-@pytest.mark.slow
+@pytest.mark.bench
 def test_few_step_synthetic_ablation_writes_summary_and_plot(ablation, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--synthetic", "--schedules", "constant", "warmup_step", "--sovits-steps", "4", "--gpt-steps", "4", "--gpt-seeds", "1", "2"]
