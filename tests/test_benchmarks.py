@@ -428,6 +428,32 @@ def test_step_memory_fits_memory_against_batch_and_finds_the_largest_batch():
     assert (fit["max_batch_16gb"], fit["max_batch_40gb"], fit["max_batch_80gb"]) == (29, 77, 157)
 
 
+def test_step_memory_measures_every_requested_part(monkeypatch, capsys):
+    """``--part`` reaches each measurement (it was once parsed and dropped): one record per part and batch."""
+    step_memory = load_benchmark("step_memory")
+    specs = []
+
+    def fake_run(spec):
+        specs.append(spec)
+        memory = dict.fromkeys(step_memory.MEMORY_FIELDS, 0)
+        total = int((1 + spec["batch"]) * 1e9)
+        return {
+            "benchmark": "step_memory",
+            **spec,
+            **memory,
+            "total_bytes": total,
+            "compile_s": 0.0,
+            "compile_cpu_s": 0.0,
+            "load_1min": [0.0, 0.0],
+        }
+
+    monkeypatch.setattr(step_memory, "_run_isolated", fake_run)
+    step_memory.main(["--models", "sovits", "--batches", "1", "2", "--seconds", "4", "--part", "step", "disc", "grad_dec"])
+    assert [(s["part"], s["batch"]) for s in specs] == [(p, b) for b in (1, 2) for p in ("step", "disc", "grad_dec")]
+    assert all(s["model"] == "sovits" and s["remat"] == "none" and s["seconds"] == 4.0 for s in specs)
+    assert capsys.readouterr().out.count('"benchmark": "step_memory"') == 6
+
+
 def test_import_upstream_stand_ins_hold_the_manifests_keys_and_shapes_as_float16(repo_root):
     bench = load_benchmark("import_upstream")
     manifest = json.loads(bench.MANIFEST.read_text())
