@@ -5,7 +5,7 @@ returns. glibc maps and unmaps blocks that large on every call, and jemalloc's d
 within seconds: either way every step page-faults the whole buffer in again (~600,000 faults, about 1 s of the v2
 GPT step on the development CPU). With its decay off, jemalloc keeps the freed pages mapped for the next call; the
 cost is host memory (freed pages stay with the process: about 1 GB more peak RSS for the v2 steps). See
-benchmarks/README.md, change 4.
+benchmarks/results/performance_log_2026-11.md, change 4.
 
 An allocator is chosen when a process starts (``LD_PRELOAD``), so a running process can only get another one by
 starting again: :func:`allocator_env` gives the environment a fresh process needs, and :func:`use_allocator`
