@@ -18,6 +18,7 @@ import pytest
 from flax import traverse_util
 
 from gptsovits_jax.convert import sovits_param_path
+from gptsovits_jax.train.common import init_key
 from gptsovits_jax.train.sovits_step import init_sovits_variables
 
 # Statistics of n values drawn from the right distribution stay within a few percent of the
@@ -43,16 +44,15 @@ class LeafStats:
     max: float
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def fresh_v2(v2_config):
     """Statistics of every freshly initialised v2 generator and discriminator parameter.
 
-    Session-scoped (built once per test worker, whatever runs between this module's tests) and small:
-    the float64 copies of the v2 parameters they come from are dropped.
+    Built once, by the one test below (under xdist a fixture is built by every worker whose tests
+    need it), from the jitted initialiser with the training's key (``init_key``), as training does;
+    the float64 copies of the v2 parameters the statistics come from are dropped.
     """
-    # Run op by op: compiling the initialisers of a whole v2 model as one program takes minutes on CPU.
-    with jax.disable_jit():
-        params_g, _, params_d = init_sovits_variables(v2_config, jax.random.PRNGKey(0))
+    params_g, _, params_d = jax.jit(init_sovits_variables, static_argnums=0)(v2_config, init_key(0))
 
     def stats(x) -> LeafStats:
         x = np.asarray(x, np.float64)
@@ -64,12 +64,11 @@ def fresh_v2(v2_config):
     }
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("part", ["generator", "discriminator"])
-def test_fresh_parameters_have_upstream_statistics(upstream_stats, fresh_v2, part):
+def statistics_off_upstream(upstream_stats: dict, fresh: dict, part: str) -> tuple[int, list[str]]:
+    """How many of ``part``'s parameters were compared, and each statistic that is off upstream's."""
     compared, off = 0, []
     for key, ref in upstream_stats[part].items():
-        x = fresh_v2[part][sovits_param_path(key)]
+        x = fresh[part][sovits_param_path(key)]
         if ref["std"] == 0:  # a constant: LayerNorm gamma/beta, the coupling layers' zero-initialised post
             if not x.min == x.max == ref["mean"]:
                 off.append(f"{key}: upstream holds the constant {ref['mean']}, project values {x.min:.4g}..{x.max:.4g}")
@@ -83,12 +82,17 @@ def test_fresh_parameters_have_upstream_statistics(upstream_stats, fresh_v2, par
         # Means: zero for random initialisers (within sampling error), exact for constants (LayerNorm gamma = 1).
         if not abs(x.mean - ref["mean"]) <= 6 * ref["std"] / np.sqrt(x.size) + 1e-12:
             off.append(f"{key} mean: project {x.mean:.4g}, upstream {ref['mean']:.4g}")
-    assert compared > (200 if part == "generator" else 40)  # most parameters, not a vacuous comparison
-    assert not off, "\n".join(off)
+    return compared, off
 
 
 @pytest.mark.slow
-def test_decoder_weight_norm_gains_are_the_norms_of_default_initialised_kernels(upstream_stats, fresh_v2):
+def test_fresh_parameters_have_upstream_statistics(upstream_stats, fresh_v2):
+    """Generator and discriminator leaf by leaf, in one test so that one worker builds the v2 parameters."""
+    for part, at_least in (("generator", 200), ("discriminator", 40)):
+        compared, off = statistics_off_upstream(upstream_stats, fresh_v2, part)
+        assert compared > at_least, part  # most parameters, not a vacuous comparison
+        assert not off, "\n".join(off)
+
     # The decoder is where the two inits parted: upstream's ups/resblock gains are ||U(-b, b)|| ~ 0.577 (k3 resblock of 256
     # channels: sqrt(768) * b / sqrt(3) with b = 1/sqrt(768)), N(0, 0.01) kernels would give 0.28.
     g = fresh_v2["generator"]
