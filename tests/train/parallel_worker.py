@@ -4,7 +4,6 @@ Invoked in a subprocess, because the number of (simulated) devices and the distr
 runtime are fixed when JAX starts::
 
     python parallel_worker.py devices OUT_DIR                     # 1 and 8 devices of one process
-    python parallel_worker.py distributed OUT_DIR PORT PROCESS_ID # one of two processes (GPT stage)
 
 and the training entry itself (``run_training``, synthetic data, both stages into
 ``OUT_DIR/gpt`` and ``OUT_DIR/sovits``; evaluations, regular and final saves coincide)::
@@ -27,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from gptsovits_jax.config import load_config
 from gptsovits_jax.optim import param_path
 from gptsovits_jax.train.loop import split_keys
-from gptsovits_jax.train.parallel import global_batch_from_local, initialize_distributed, make_mesh, process_rows
+from gptsovits_jax.train.parallel import global_batch_from_local, make_mesh, process_rows
 from gptsovits_jax.train.stages import build_stage, run_training
 from gptsovits_jax.train.synthetic import synthetic_gpt_batch, synthetic_sovits_batch
 from tests.conftest import SMALL_GPT, SMALL_SOVITS
@@ -104,6 +103,8 @@ def main() -> None:
     if mode == "loop":
         phase = sys.argv[3]
         loop(out, phase, [] if phase == "whole" else two_processes(*sys.argv[4:6]))
+        if phase != "whole":  # the runs really were one cluster of two processes with a device each
+            assert jax.process_count() == 2 and jax.device_count() == 2, (jax.process_count(), jax.devices())
         return
     if mode == "endless":
         config = load_config(REPO / "configs/tiny.yaml", [*LOOP, "gpt_train.steps=100000", *two_processes(*sys.argv[3:5])])
@@ -115,13 +116,6 @@ def main() -> None:
                 target = out / f"devices{n}"
                 target.mkdir(parents=True, exist_ok=True)
                 run(stage, stage_config(stage, [f"parallel.num_devices={n}"]), target)
-    elif mode == "distributed":
-        port, pid = sys.argv[3], int(sys.argv[4])
-        config = stage_config("gpt", two_processes(port, pid))
-        initialize_distributed(config.parallel)
-        assert jax.process_count() == 2 and jax.device_count() == 2, (jax.process_count(), jax.devices())
-        out.mkdir(parents=True, exist_ok=True)
-        run("gpt", config, out)
     else:
         raise SystemExit(f"unknown mode {mode}")
 
