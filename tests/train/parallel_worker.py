@@ -8,7 +8,7 @@ runtime are fixed when JAX starts::
 and the training entry itself (``run_training``, synthetic data, both stages into
 ``OUT_DIR/gpt`` and ``OUT_DIR/sovits``; evaluations, regular and final saves coincide)::
 
-    python parallel_worker.py loop OUT_DIR whole                        # one process, all LOOP_STEPS
+    python parallel_worker.py loop OUT_DIR whole                        # one process of two devices, all LOOP_STEPS
     python parallel_worker.py loop OUT_DIR first PORT PROCESS_ID        # two processes, stop after FIRST_STEPS
     python parallel_worker.py loop OUT_DIR resume PORT PROCESS_ID       # two processes, resume to LOOP_STEPS
     python parallel_worker.py endless OUT_DIR PORT PROCESS_ID           # two processes, GPT until a signal
@@ -103,8 +103,8 @@ def main() -> None:
     if mode == "loop":
         phase = sys.argv[3]
         loop(out, phase, [] if phase == "whole" else two_processes(*sys.argv[4:6]))
-        if phase != "whole":  # the runs really were one cluster of two processes with a device each
-            assert jax.process_count() == 2 and jax.device_count() == 2, (jax.process_count(), jax.devices())
+        # The runs really were one process of two devices, or one cluster of two processes with a device each.
+        assert jax.process_count() == (1 if phase == "whole" else 2) and jax.device_count() == 2, (jax.process_count(), jax.devices())
         return
     if mode == "endless":
         config = load_config(REPO / "configs/tiny.yaml", [*LOOP, "gpt_train.steps=100000", *two_processes(*sys.argv[3:5])])

@@ -169,10 +169,17 @@ def _final_params(workdir: Path, stage: str) -> dict[str, np.ndarray]:
 @pytest.mark.slow
 def test_two_processes_evaluate_save_resume_and_exit_like_one(tmp_path):
     """Both stages through ``run_training``: every second step evaluates, keeps a best and saves,
-    and the last step of each run is also the final save. Two processes, stopped and resumed,
-    end where one uninterrupted process does."""
+    and the last step of each run is also the final save. Two processes with a device each, stopped
+    and resumed, end bit for bit where one uninterrupted process with two devices does.
+
+    The reference has the same two-device mesh, so both run the same partitioned programs and the
+    cross-device sums add the same two numbers: any difference is the loop's (batches, keys, saved
+    and restored state), not arithmetic. Against one device, reduction order differs (2e-7 relative
+    at step 1) and Adam's first steps amplify it (1.5e-5 on the SoVITS KL by step 4 at XLA:CPU's
+    level 0); that the mesh does not change the math is the eight-device test's claim.
+    """
     whole, split = tmp_path / "whole", tmp_path / "split"
-    subprocess.run([sys.executable, str(WORKER), "loop", str(whole), "whole"], env=_env(1), check=True, timeout=TIMEOUT)
+    subprocess.run([sys.executable, str(WORKER), "loop", str(whole), "whole"], env=_env(2), check=True, timeout=TIMEOUT)
     for phase, last in (("first", FIRST_STEPS), ("resume", LOOP_STEPS)):
         with _two_processes("loop", str(split), phase) as procs:
             _finish(procs)
@@ -180,10 +187,11 @@ def test_two_processes_evaluate_save_resume_and_exit_like_one(tmp_path):
             assert _saved_steps(split / stage / "checkpoints")[-1] == last, f"{phase} {stage}"
             assert _saved_steps(split / stage / "best"), f"{phase} {stage}"
     for stage in ("gpt", "sovits"):
-        # atol: val/kl is a small difference of O(1) terms; one process and two sum them in
-        # another order (3e-6 apart on 0.096 seen).
-        _compare_losses(_logged(whole / stage), _logged(split / stage), stage, rtol=1e-5, atol=1e-5)
-        _compare_params(_final_params(whole / stage, stage), _final_params(split / stage, stage), stage, rtol=1e-5)
+        assert _logged(whole / stage) == _logged(split / stage), stage
+        whole_params, split_params = _final_params(whole / stage, stage), _final_params(split / stage, stage)
+        assert sorted(whole_params) == sorted(split_params)
+        for name, x in whole_params.items():
+            np.testing.assert_array_equal(x, split_params[name], err_msg=f"{stage} {name}")
 
 
 @pytest.mark.slow
