@@ -306,6 +306,18 @@ def test_layer_stacking_groups_repeated_leaves_by_label_in_layer_order():
     assert mu_shapes == [(4, 3), (4, 4), (4, 4, 4), (7, 4), (7, 4, 4)]  # bottom and rest stacks, the head
 
 
+def test_gradient_norm_is_taken_over_the_stacks_and_equals_the_per_leaf_norm():
+    params = deep_params()
+    grads = jax.grad(deep_loss)(params, jnp.array([1, 2, 3, 5]))
+    stacked = optim.build_optimizer(optim_config(groups=DEEP_GROUPS), params)
+    per_layer = optim.build_optimizer(optim_config(groups=DEEP_GROUPS, stack_layers=False), params)
+    assert set(stacked.stacked(grads)) == set(stacked.stacking.keys)  # the reduction runs on the 6 stacks, not 24 leaves
+    assert per_layer.stacked(grads) is grads
+    expected = np.sqrt(sum(np.sum(np.square(np.asarray(g, np.float64))) for g in jax.tree.leaves(grads)))
+    for opt in (stacked, per_layer):
+        assert float(opt.global_norm(grads)) == pytest.approx(expected, rel=1e-6)
+
+
 @pytest.mark.parametrize("extra", [{}, {"weight_decay": 0.1, "clip_norm": 0.5}, {"grad_accum_steps": 2}])
 def test_stacked_optimizer_updates_equal_the_per_layer_ones(extra):
     params = deep_params()

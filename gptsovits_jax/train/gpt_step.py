@@ -121,7 +121,7 @@ def gpt_train_step(
     params = optax.apply_updates(state.params, updates)
     metrics = {
         **metrics,
-        "grad_norm/gpt": optax.tree.norm(grads),
+        "grad_norm/gpt": setup.opt.global_norm(grads),
         "skipped/gpt": skipped_updates(opt_state),
         "optimizer_updates": update_count(opt_state),
         **lr_metrics(setup.opt, opt_state),

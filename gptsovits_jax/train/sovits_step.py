@@ -244,7 +244,12 @@ def sovits_train_step(
     updates_g, opt_state_g = setup.opt_g.tx.update(g.grads_g, state.opt_state_g, state.params_g, **_plateau_args(state))
     params_g = optax.apply_updates(state.params_g, updates_g)
     # A non-finite step changes no parameter (apply_if_finite) and no codebook statistic either.
-    finite = tree_is_finite(g.grads_g) & tree_is_finite(g.grads_d) & jnp.isfinite(g.loss_g) & jnp.isfinite(g.loss_d)
+    finite = (
+        tree_is_finite(setup.opt_g.stacked(g.grads_g))
+        & tree_is_finite(setup.opt_d.stacked(g.grads_d))
+        & jnp.isfinite(g.loss_g)
+        & jnp.isfinite(g.loss_d)
+    )
     quantizer = jax.tree.map(lambda new, old: jnp.where(finite, new, old), g.quantizer, state.quantizer)
     new_state = state.replace(
         step=state.step + 1, params_g=params_g, params_d=g.params_d, opt_state_g=opt_state_g, opt_state_d=g.opt_state_d, quantizer=quantizer
@@ -257,8 +262,8 @@ def sovits_train_step(
         "loss/g/gen": g.terms["gen"],
         "loss/g/commit": g.terms["commit"] * tc.c_commit,
         "loss/d/total": g.loss_d,
-        "grad_norm/g": optax.tree.norm(g.grads_g),
-        "grad_norm/d": optax.tree.norm(g.grads_d),
+        "grad_norm/g": setup.opt_g.global_norm(g.grads_g),
+        "grad_norm/d": setup.opt_d.global_norm(g.grads_d),
         "skipped/g": skipped_updates(opt_state_g),
         "skipped/d": skipped_updates(g.opt_state_d),
         **lr_metrics(setup.opt_g, opt_state_g),
