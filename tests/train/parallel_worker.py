@@ -9,7 +9,7 @@ runtime are fixed when JAX starts::
 and the training entry itself (``run_training``, synthetic data, both stages into
 ``OUT_DIR/gpt`` and ``OUT_DIR/sovits``; evaluations, regular and final saves coincide)::
 
-    python parallel_worker.py loop OUT_DIR whole                        # one process, all LOOP_STEPS
+    python parallel_worker.py loop OUT_DIR whole                        # one process (on two devices in the test), all LOOP_STEPS
     python parallel_worker.py loop OUT_DIR first PORT PROCESS_ID        # two processes, stop after FIRST_STEPS
     python parallel_worker.py loop OUT_DIR resume PORT PROCESS_ID       # two processes, resume to LOOP_STEPS
     python parallel_worker.py endless OUT_DIR PORT PROCESS_ID           # two processes, GPT until a signal

@@ -196,10 +196,22 @@ def _final_params(workdir: Path, stage: str) -> dict[str, np.ndarray]:
 @pytest.mark.slow
 def test_two_processes_evaluate_save_resume_and_exit_like_one(tmp_path):
     """Both stages through ``run_training``: every second step evaluates, keeps a best and saves,
-    and the last step of each run is also the final save. Two processes, stopped and resumed,
-    end where one uninterrupted process does."""
+    and the last step of each run is also the final save. Two processes of one device each,
+    stopped and resumed, end where one uninterrupted process with two devices does.
+
+    Two devices in the one process, not one: with the same partitioning both runs compile the
+    same program and sum in the same order (the SoVITS metrics came out bit for bit equal), so what is
+    compared is the multi-process machinery: per-process rows, the cross-process all-reduce,
+    checkpoints written and restored by two processes. One device against several is
+    test_eight_devices_match_one_device's question, over fewer steps: here the learning rate is
+    at its peak from step 2, and Adam turns the ~1e-7 rounding differences of another summation
+    order into steps of +-lr wherever a gradient is rounding noise, so one device and two part
+    further every step (SoVITS loss/g/kl 3e-7 relative at step 1, 3e-5 at step 5). How far they
+    get by step 6 depends on the trajectory, not on the partitioning code: 0.07 to 37 times the
+    tolerance across four seeds, 1.5 times with the layer loops or with no dropout at all.
+    """
     whole, split = tmp_path / "whole", tmp_path / "split"
-    subprocess.run([sys.executable, str(WORKER), "loop", str(whole), "whole"], env=_env(1), check=True, timeout=TIMEOUT)
+    subprocess.run([sys.executable, str(WORKER), "loop", str(whole), "whole"], env=_env(2), check=True, timeout=TIMEOUT)
     for phase, last in (("first", FIRST_STEPS), ("resume", LOOP_STEPS)):
         with _two_processes("loop", str(split), phase) as procs:
             _finish(procs)
@@ -207,9 +219,7 @@ def test_two_processes_evaluate_save_resume_and_exit_like_one(tmp_path):
             assert _saved_steps(split / stage / "checkpoints")[-1] == last, f"{phase} {stage}"
             assert _saved_steps(split / stage / "best"), f"{phase} {stage}"
     for stage in ("gpt", "sovits"):
-        # atol: val/kl is a small difference of O(1) terms; one process and two sum them in
-        # another order (3e-6 apart on 0.096 seen).
-        _compare_losses(_logged(whole / stage), _logged(split / stage), stage, rtol=1e-5, atol=1e-5)
+        _compare_losses(_logged(whole / stage), _logged(split / stage), stage, rtol=1e-5)
         _compare_params(_final_params(whole / stage, stage), _final_params(split / stage, stage), stage, rtol=1e-5)
 
 
