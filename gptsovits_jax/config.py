@@ -254,6 +254,12 @@ class SoVITSTrainConfig:
     ``*_e*_s*.pth`` export) or a project run/checkpoint directory (generator, codebook and discriminator).
     ``init_from_discriminator`` is upstream's discriminator file (``s2D2333k.pth``) beside an upstream
     generator file; without it the discriminator starts fresh.
+
+    ``scan_layers`` runs the layers of the text encoder's transformer stacks and of the WaveNet stacks
+    (posterior encoder, flow couplings) under ``lax.scan`` (one compiled layer body per stack instead of
+    one per layer; same parameters, same results); ``remat`` (``none``, ``dots``: keep the matmul outputs
+    and recompute the rest per layer, ``full``: keep only each layer's input) trades recomputation for
+    activation memory in those stacks and needs ``scan_layers``.
     """
 
     steps: int = 1000
@@ -269,6 +275,8 @@ class SoVITSTrainConfig:
     c_kl: float = 1.0
     c_fm: float = 2.0
     c_commit: float = 1.0
+    scan_layers: bool = True
+    remat: str = "none"
     optim_g: OptimConfig = field(default_factory=OptimConfig)
     optim_d: OptimConfig = field(default_factory=OptimConfig)
     init_from: str | None = None
@@ -397,7 +405,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported annotation {tp!r}")
 
 
-REMAT_CHOICES = ("none", "dots", "full")  # gptsovits_jax.models.gpt.REMAT_POLICIES
+REMAT_CHOICES = ("none", "dots", "full")  # gptsovits_jax.models.layers.REMAT_POLICIES
 
 REMOVED_KEYS = {
     "max_consecutive_nonfinite": "the stage's max_nonfinite_steps (sovits_train / gpt_train) is the one setting for how many "
@@ -764,9 +772,8 @@ def validate(config: Config) -> None:
             t, name, ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps")
         )
         _check(t.precision in PRECISIONS, f"{name}.precision", f"must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
-    g = config.gpt_train
-    _check(g.remat in REMAT_CHOICES, "gpt_train.remat", f"must be one of {', '.join(REMAT_CHOICES)}, got {g.remat!r}")
-    _check(g.remat == "none" or g.scan_layers, "gpt_train.remat", f"{g.remat!r} needs gpt_train.scan_layers: true")
+        _check(t.remat in REMAT_CHOICES, f"{name}.remat", f"must be one of {', '.join(REMAT_CHOICES)}, got {t.remat!r}")
+        _check(t.remat == "none" or t.scan_layers, f"{name}.remat", f"{t.remat!r} needs {name}.scan_layers: true")
     _validate_init_from(config)
     validate_optim(config.sovits_train.optim_g, "sovits_train.optim_g")
     validate_optim(config.sovits_train.optim_d, "sovits_train.optim_d")

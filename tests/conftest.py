@@ -21,6 +21,7 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
@@ -113,6 +114,34 @@ SMALL_SOVITS = [
     "sovits_train.batch_size=2",
     "sovits_train.steps=100",
 ]
+
+
+def random_params(abstract, seed):
+    """Random values shaped like ``abstract`` (from ``jax.eval_shape``), scaled like the real initialisers.
+
+    Compiling the real initialisers of a whole synthesizer takes minutes on CPU (one
+    random-bits computation per parameter); the tests that need the real init use small modules.
+    """
+    rng = np.random.default_rng(seed)
+
+    def leaf(path, a):
+        name = path[-1].key
+        if name == "gamma":
+            value = np.ones(a.shape)
+        elif name == "beta":
+            value = np.zeros(a.shape)
+        elif name == "weight_g":
+            value = rng.uniform(0.3, 0.8, a.shape)
+        elif name in ("kernel", "weight_v", "weight_orig"):
+            value = rng.normal(size=a.shape) / np.sqrt(np.prod(a.shape[:-1]))
+        elif name == "embedding":
+            value = rng.normal(size=a.shape)
+        else:
+            value = 0.1 * rng.normal(size=a.shape)
+        return jnp.asarray(value, a.dtype)
+
+    return jax.tree_util.tree_map_with_path(leaf, abstract)
+
 
 # The GPT of configs/tiny.yaml narrower and one layer deep, for tests that compile it several times.
 SMALL_GPT = [

@@ -61,6 +61,8 @@ def test_overrides_apply_with_yaml_types(repo_root):
         ("sovits_train.batchsize=2", "unknown key sovits_train.batchsize"),
         ("nonsense.key=1", "unknown key nonsense"),
         ("gpt_train.remat=everything", "gpt_train.remat: must be one of none, dots, full"),
+        ("sovits_train.remat=everything", "sovits_train.remat: must be one of none, dots, full"),
+        ("sovits_train.scan_layers=maybe", "sovits_train.scan_layers: expected"),
         (
             "gpt_train.optim.max_consecutive_nonfinite=5",
             "gpt_train.optim.max_consecutive_nonfinite was removed: the stage's max_nonfinite_steps",
@@ -181,3 +183,10 @@ def test_finetune_recipe_has_v2_sizes_and_its_schedules_follow_the_closed_forms(
 def test_remat_needs_the_scanned_gpt_stack(repo_root):
     with pytest.raises(ConfigError, match=r"gpt_train\.remat: 'dots' needs gpt_train\.scan_layers: true"):
         load_config(repo_root / "configs/tiny.yaml", ["gpt_train.scan_layers=false", "gpt_train.remat=dots"])
+
+
+def test_remat_needs_the_scanned_sovits_stacks(repo_root):
+    with pytest.raises(ConfigError, match=r"sovits_train\.remat: 'full' needs sovits_train\.scan_layers: true"):
+        load_config(repo_root / "configs/tiny.yaml", ["sovits_train.scan_layers=false", "sovits_train.remat=full"])
+    c = load_config(repo_root / "configs/tiny.yaml", ["sovits_train.remat=dots"])
+    assert c.sovits_train.scan_layers and c.sovits_train.remat == "dots"

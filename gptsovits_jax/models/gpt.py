@@ -28,6 +28,7 @@ from jax import lax
 
 from gptsovits_jax.config import GPTConfig
 from gptsovits_jax.losses import masked_cross_entropy, top_k_accuracy
+from gptsovits_jax.models.layers import Dropout, rematerialised
 
 Dtype = Any
 
@@ -121,45 +122,6 @@ def _write_slots(cache: jax.Array, new: jax.Array, slots: jax.Array) -> jax.Arra
 
 
 # --------------------------------------------------------------------------- layers
-
-
-def _mix32(x: jax.Array) -> jax.Array:
-    """A bijective uint32 mixer (Wellons' ``lowbias32``): each input bit flips about half of the output bits."""
-    x = x ^ (x >> 16)
-    x = x * jnp.uint32(0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = x * jnp.uint32(0x846CA68B)
-    return x ^ (x >> 16)
-
-
-class Dropout(nn.Module):
-    """Inverted dropout (``flax.linen.Dropout`` semantics) with a hashed mask: ``[...] -> [...]``.
-
-    Each element is dropped independently with probability ``rate`` and survivors are
-    scaled by ``1 / (1 - rate)``, as with ``flax.linen.Dropout``; only the random bits are
-    drawn differently. One threefry call on the ``dropout`` rng gives two 32-bit seeds
-    ``s0, s1``, and element ``i`` (flat index) gets ``mix(mix(i ^ s0) + s1)``. jax's
-    partitionable threefry costs about 15 ns per element on CPU, which made dropout close
-    to half of the v2 GPT train step there (the attention weights alone take 107M draws per
-    step); the hash fuses into the multiply and costs well under 1 ns. Masks depend only on
-    the key and the element index, so they do not change with sharding.
-    """
-
-    rate: float
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
-        if deterministic or self.rate == 0.0:
-            return x
-        if self.rate >= 1.0:
-            return jnp.zeros_like(x)
-        if x.size >= 2**32:
-            raise ValueError(f"{self.name}: {x.size} elements exceed the 2^32 flat indices the dropout hash distinguishes")
-        seed = jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32)
-        index = lax.iota(jnp.uint32, x.size).reshape(x.shape)
-        bits = _mix32(_mix32(index ^ seed[0]) + seed[1])
-        keep = bits >= jnp.uint32(min(round(self.rate * 2**32), 2**32 - 1))
-        return jnp.where(keep, x / jnp.asarray(1.0 - self.rate, x.dtype), jnp.zeros((), x.dtype))
 
 
 class SinePositionalEmbedding(nn.Module):
@@ -283,20 +245,6 @@ class DecoderLayer(nn.Module):
         return x, kv
 
 
-REMAT_POLICIES = ("none", "dots", "full")
-
-
-def _rematerialised(fn, remat: str):
-    """``fn`` under ``jax.checkpoint`` as ``remat`` says (see :class:`DecoderStack`)."""
-    if remat == "none":
-        return fn
-    if remat == "dots":
-        return jax.checkpoint(fn, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable, prevent_cse=False)
-    if remat == "full":
-        return jax.checkpoint(fn, policy=jax.checkpoint_policies.nothing_saveable, prevent_cse=False)
-    raise ValueError(f"unknown remat {remat!r}; choose one of {', '.join(REMAT_POLICIES)}")
-
-
 class DecoderStack(nn.Module):
     """``num_layers`` :class:`DecoderLayer` s named ``layers_0`` ... (upstream ``h``).
 
@@ -364,7 +312,7 @@ class DecoderStack(nn.Module):
             rngs = {"dropout": key} if use_dropout else None
             return layer.apply({"params": layer_params}, h, mask, deterministic=deterministic, rngs=rngs)
 
-        return jax.lax.scan(_rematerialised(body, self.remat), x, (stacked, layer_keys))
+        return jax.lax.scan(rematerialised(body, self.remat), x, (stacked, layer_keys))
 
 
 # --------------------------------------------------------------------------- model

@@ -38,7 +38,7 @@ from jax import lax
 
 from gptsovits_jax.config import Config, SoVITSConfig
 from gptsovits_jax.models.hifigan import Generator
-from gptsovits_jax.models.layers import WN, Conv1d, Dtype, Encoder, Linear, MultiHeadAttention, mish, sequence_mask
+from gptsovits_jax.models.layers import WN, Conv1d, Dropout, Dtype, Encoder, Linear, MultiHeadAttention, mish, sequence_mask
 from gptsovits_jax.models.quantizer import ResidualVectorQuantizer
 
 SAMPLE_RNG = "sample"
@@ -106,12 +106,15 @@ class TextEncoder(nn.Module):
 
     SSL branch ``ssl_proj`` (1x1) -> ``encoder_ssl`` (n_layers // 2); text branch
     ``text_embedding`` -> ``encoder_text`` (n_layers); ``mrte``; ``encoder2`` (n_layers // 2);
-    ``proj`` (1x1) -> ``(m_p, logs_p)``.
+    ``proj`` (1x1) -> ``(m_p, logs_p)``. ``scan_layers``/``remat``: how each encoder runs its
+    layers (:class:`~gptsovits_jax.models.layers.Encoder`).
     """
 
     config: SoVITSConfig
     vocab_size: int
     dtype: Dtype = jnp.float32
+    scan_layers: bool = False
+    remat: str = "none"
 
     @nn.compact
     def __call__(
@@ -136,6 +139,8 @@ class TextEncoder(nn.Module):
                 c.dropout,
                 c.window_size,
                 dtype=self.dtype,
+                scan=self.scan_layers,
+                remat=self.remat,
                 name=name,
             )
 
@@ -166,7 +171,7 @@ class Conv1dGLU(nn.Module):
         """``[B, T, C]`` -> ``[B, T, C]``."""
         h = Conv1d(2 * self.channels, self.kernel_size, padding=(self.kernel_size - 1) // 2, dtype=self.dtype, name="conv1")(x)
         h = h[..., : self.channels] * jax.nn.sigmoid(h[..., self.channels :])
-        return x + nn.Dropout(self.dropout)(h, deterministic=deterministic)
+        return x + Dropout(self.dropout)(h, deterministic=deterministic)
 
 
 class StyleAttention(nn.Module):
@@ -194,10 +199,10 @@ class StyleAttention(nn.Module):
         v = heads(Linear(d_model, dtype=self.dtype, name="w_vs")(x))
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / math.sqrt(d_model)
         scores = jnp.where(mask[:, None, None, :] > 0, scores, -1e9)
-        p_attn = nn.Dropout(self.dropout)(jax.nn.softmax(scores, axis=-1).astype(self.dtype), deterministic=deterministic)
+        p_attn = Dropout(self.dropout)(jax.nn.softmax(scores, axis=-1).astype(self.dtype), deterministic=deterministic)
         out = jnp.einsum("bhqk,bkhd->bqhd", p_attn, v).reshape(batch, length, d_model)
         out = Linear(d_model, dtype=self.dtype, name="fc")(out)
-        return nn.Dropout(self.dropout)(out, deterministic=deterministic) + x
+        return Dropout(self.dropout)(out, deterministic=deterministic) + x
 
 
 class MelStyleEncoder(nn.Module):
@@ -217,7 +222,7 @@ class MelStyleEncoder(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array, *, deterministic: bool = True) -> jax.Array:
         """``x [B, T, bins]`` (zero at padding), ``mask [B, T]`` -> style vector ``ge [B, out_dim]``."""
-        drop = nn.Dropout(self.dropout)
+        drop = Dropout(self.dropout)
         m = mask[..., None].astype(self.dtype)
         h = drop(mish(Linear(self.hidden, dtype=self.dtype, name="spectral_0")(x)), deterministic=deterministic)
         h = drop(mish(Linear(self.hidden, dtype=self.dtype, name="spectral_3")(h)), deterministic=deterministic)
@@ -248,6 +253,8 @@ class PosteriorEncoder(nn.Module):
     n_layers: int
     gin_channels: int = 0
     dtype: Dtype = jnp.float32
+    scan_layers: bool = False
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array, g: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -259,9 +266,17 @@ class PosteriorEncoder(nn.Module):
         if g is not None:
             g = lax.stop_gradient(g)
         h = Conv1d(self.hidden_channels, 1, dtype=self.dtype, name="pre")(x) * m
-        h = WN(self.hidden_channels, self.kernel_size, self.dilation_rate, self.n_layers, self.gin_channels, dtype=self.dtype, name="enc")(
-            h, mask, g
-        )
+        h = WN(
+            self.hidden_channels,
+            self.kernel_size,
+            self.dilation_rate,
+            self.n_layers,
+            self.gin_channels,
+            dtype=self.dtype,
+            scan=self.scan_layers,
+            remat=self.remat,
+            name="enc",
+        )(h, mask, g)
         stats = Conv1d(2 * self.out_channels, 1, dtype=self.dtype, name="proj")(h) * m
         mean, logs = stats[..., : self.out_channels], stats[..., self.out_channels :]
         noise = jax.random.normal(self.make_rng(SAMPLE_RNG), mean.shape, self.dtype)
@@ -279,6 +294,8 @@ class ResidualCouplingLayer(nn.Module):
     n_layers: int
     gin_channels: int = 0
     dtype: Dtype = jnp.float32
+    scan_layers: bool = False
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array, g: jax.Array | None = None, *, reverse: bool = False) -> jax.Array:
@@ -287,9 +304,17 @@ class ResidualCouplingLayer(nn.Module):
         m = mask[..., None].astype(self.dtype)
         x0, x1 = x[..., :half], x[..., half:]
         h = Conv1d(self.hidden_channels, 1, dtype=self.dtype, name="pre")(x0) * m
-        h = WN(self.hidden_channels, self.kernel_size, self.dilation_rate, self.n_layers, self.gin_channels, dtype=self.dtype, name="enc")(
-            h, mask, g
-        )
+        h = WN(
+            self.hidden_channels,
+            self.kernel_size,
+            self.dilation_rate,
+            self.n_layers,
+            self.gin_channels,
+            dtype=self.dtype,
+            scan=self.scan_layers,
+            remat=self.remat,
+            name="enc",
+        )(h, mask, g)
         zeros = nn.initializers.zeros
         mean = Conv1d(half, 1, kernel_init=zeros, bias_init=zeros, dtype=self.dtype, name="post")(h) * m
         x1 = (x1 - mean) * m if reverse else mean + x1 * m
@@ -307,6 +332,8 @@ class ResidualCouplingBlock(nn.Module):
     n_flows: int
     gin_channels: int = 0
     dtype: Dtype = jnp.float32
+    scan_layers: bool = False
+    remat: str = "none"
 
     def setup(self):
         self.couplings = [
@@ -318,6 +345,8 @@ class ResidualCouplingBlock(nn.Module):
                 self.n_layers,
                 self.gin_channels,
                 dtype=self.dtype,
+                scan_layers=self.scan_layers,
+                remat=self.remat,
                 name=f"flows_{2 * i}",
             )
             for i in range(self.n_flows)
@@ -363,6 +392,10 @@ class SynthesizerTrn(nn.Module):
       hop_length: samples per frame (640); must equal ``prod(config.upsample_rates)``.
       phoneme_vocab_size: phoneme table size (732 in v2).
       dtype: compute dtype; the SSL projection and quantizer always run in float32 (as upstream).
+      scan_layers, remat: whether the text encoder's transformer stacks and the WaveNet stacks of
+        the posterior encoder and the flow run their layers under ``lax.scan`` (one compiled layer
+        body per stack; same parameters and results as the loop), and how the scanned bodies are
+        rematerialised (:func:`~gptsovits_jax.models.layers.rematerialised`).
     """
 
     config: SoVITSConfig
@@ -371,6 +404,8 @@ class SynthesizerTrn(nn.Module):
     hop_length: int
     phoneme_vocab_size: int = 732
     dtype: Dtype = jnp.float32
+    scan_layers: bool = False
+    remat: str = "none"
 
     def setup(self):
         c = self.config
@@ -394,13 +429,14 @@ class SynthesizerTrn(nn.Module):
             dead_code_threshold=c.dead_code_threshold,
             frozen=c.freeze_quantizer,
         )
-        self.enc_p = TextEncoder(c, self.phoneme_vocab_size, dtype=self.dtype)
+        stacks = {"scan_layers": self.scan_layers, "remat": self.remat}
+        self.enc_p = TextEncoder(c, self.phoneme_vocab_size, dtype=self.dtype, **stacks)
         self.ref_enc = MelStyleEncoder(c.ref_hidden, c.gin_channels, dtype=self.dtype)
         self.enc_q = PosteriorEncoder(
-            c.inter_channels, c.hidden_channels, c.posterior_kernel, 1, c.posterior_layers, c.gin_channels, dtype=self.dtype
+            c.inter_channels, c.hidden_channels, c.posterior_kernel, 1, c.posterior_layers, c.gin_channels, dtype=self.dtype, **stacks
         )
         self.flow = ResidualCouplingBlock(
-            c.inter_channels, c.hidden_channels, c.flow_kernel, 1, c.flow_layers, c.n_flows, c.gin_channels, dtype=self.dtype
+            c.inter_channels, c.hidden_channels, c.flow_kernel, 1, c.flow_layers, c.n_flows, c.gin_channels, dtype=self.dtype, **stacks
         )
         self.dec = Generator(
             c.resblock_kernel_sizes,
@@ -573,8 +609,11 @@ class SynthesizerTrn(nn.Module):
         return self._prior_to_audio(m_p, logs_p, mask, ge, noise_scale, rng)
 
 
-def build_synthesizer(cfg: Config, dtype: Dtype = jnp.float32) -> SynthesizerTrn:
-    """The synthesizer described by ``cfg`` (model section, spectrogram bins, SSL width, hop, phoneme table)."""
+def build_synthesizer(cfg: Config, dtype: Dtype = jnp.float32, scan_layers: bool = False, remat: str = "none") -> SynthesizerTrn:
+    """The synthesizer described by ``cfg`` (model section, spectrogram bins, SSL width, hop, phoneme table).
+
+    ``dtype``, ``scan_layers`` and ``remat``: how it computes (:class:`SynthesizerTrn`); the parameters are the same.
+    """
     return SynthesizerTrn(
         cfg.sovits,
         spec_channels=cfg.audio.spec_channels,
@@ -582,4 +621,6 @@ def build_synthesizer(cfg: Config, dtype: Dtype = jnp.float32) -> SynthesizerTrn
         hop_length=cfg.audio.hop_length,
         phoneme_vocab_size=cfg.text.phoneme_vocab_size,
         dtype=dtype,
+        scan_layers=scan_layers,
+        remat=remat,
     )

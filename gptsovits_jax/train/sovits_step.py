@@ -87,8 +87,9 @@ def example_sovits_batch(config: Config, batch_size: int, frames: int, text_len:
 
 
 def sovits_synthesizer(config: Config) -> SynthesizerTrn:
-    """The generator module as training runs it (compute dtype of ``sovits_train.precision``); inference uses the same."""
-    return build_synthesizer(config, dtype=COMPUTE_DTYPES[config.sovits_train.precision])
+    """The generator module as training runs it (``sovits_train``'s compute precision, layer scan and remat); inference uses the same."""
+    train = config.sovits_train
+    return build_synthesizer(config, dtype=COMPUTE_DTYPES[train.precision], scan_layers=train.scan_layers, remat=train.remat)
 
 
 def make_sovits_setup(config: Config, params_g: Any, params_d: Any) -> SoVITSSetup:

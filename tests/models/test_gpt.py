@@ -433,7 +433,7 @@ def test_generation_is_reproducible_and_varies_with_the_key(cfg, params, batch):
 
 
 def test_hashed_dropout_keeps_the_rate_scales_survivors_and_varies_with_the_key():
-    from gptsovits_jax.models.gpt import Dropout
+    from gptsovits_jax.models.layers import Dropout
 
     layer = Dropout(0.1)
     x = jnp.ones((64, 128, 32))

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from gptsovits_jax.models.layers import (
@@ -325,3 +326,56 @@ def test_matmul_and_native_period_conv2d_agree(monkeypatch):
     np.testing.assert_allclose(y_mm, y_nat, rtol=1e-5, atol=5e-4)  # float32 sums of ~500 products in different orders
     for a, b in zip(g_mm, g_nat):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=5e-4)  # float32 sums of ~500 products in different orders
+
+
+def _assert_trees_close(a, b):
+    """``a`` within 1e-5 of ``b`` in norm, every leaf within 1e-4 (the scan sums in another order; some gradients are zero up to rounding)."""
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    diff = jax.tree.map(lambda x, y: x - y, a, b)
+    assert float(optax.tree.norm(diff)) <= 1e-5 * float(optax.tree.norm(b))
+    for (path, d), y in zip(jax.tree_util.tree_leaves_with_path(diff), jax.tree.leaves(b)):
+        assert float(jnp.linalg.norm(d)) <= 1e-4 * float(jnp.linalg.norm(y)) + 1e-6, jax.tree_util.keystr(path)
+
+
+def _loss_and_grads(module, params, x, *args, rngs=None, **kwargs):
+    """A scalar of ``module``'s output and its gradients with respect to the parameters and the input ``x``."""
+
+    def loss(p, x):
+        y = module.apply({"params": p}, x, *args, rngs=rngs, **kwargs)
+        return jnp.sum(jnp.sin(y) * x)
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
+
+
+def _shapes(tree):
+    return jax.tree.map(jnp.shape, tree)
+
+
+def test_scanned_wn_matches_the_layer_loop():
+    """Same parameter tree, output and gradients (to 1e-5) whether the layers run as a loop or under lax.scan, with any remat."""
+    x = RNG.normal(size=(2, 10, 8)).astype(np.float32)
+    mask = sequence_mask(jnp.array([10, 7]), 10)
+    g = RNG.normal(size=(2, 6)).astype(np.float32)
+    params = _init(WN(8, 5, 1, 4, gin_channels=6), x, mask, g)["params"]
+    assert _shapes(_init(WN(8, 5, 1, 4, gin_channels=6, scan=True), x, mask, g)["params"]) == _shapes(params)
+    expected = _loss_and_grads(WN(8, 5, 1, 4, gin_channels=6), params, x, mask, g)
+    for remat in ("none", "dots", "full"):
+        _assert_trees_close(_loss_and_grads(WN(8, 5, 1, 4, gin_channels=6, scan=True, remat=remat), params, x, mask, g), expected)
+
+
+def test_scanned_encoder_matches_the_layer_loop():
+    """Loop and scan agree to 1e-5 without dropout; with dropout each scanned layer has its own masks, which remat recomputes."""
+    x = RNG.normal(size=(2, 9, 8)).astype(np.float32)
+    mask = sequence_mask(jnp.array([9, 6]), 9)
+
+    def encoder(**kwargs):
+        return Encoder(8, 16, 2, 3, kernel_size=3, dropout=0.1, window_size=2, **kwargs)
+
+    params = _init(encoder(), x, mask)["params"]
+    assert _shapes(_init(encoder(scan=True), x, mask)["params"]) == _shapes(params)
+    expected = _loss_and_grads(encoder(), params, x, mask)
+    _assert_trees_close(_loss_and_grads(encoder(scan=True, remat="dots"), params, x, mask), expected)
+    rngs = {"dropout": jax.random.key(3)}
+    scanned = _loss_and_grads(encoder(scan=True), params, x, mask, rngs=rngs, deterministic=False)
+    assert float(scanned[0]) != pytest.approx(float(expected[0]), rel=1e-3)  # dropout is on
+    _assert_trees_close(_loss_and_grads(encoder(scan=True, remat="full"), params, x, mask, rngs=rngs, deterministic=False), scanned)

@@ -21,37 +21,11 @@ from gptsovits_jax.models.sovits import (
     rand_slice_segments,
     slice_segments,
 )
+from tests.conftest import random_params
 
 B, T, L = 2, 40, 12
 LENS = np.array([40, 34])
 TEXT_LENS = np.array([12, 7])
-
-
-def random_params(abstract, seed):
-    """Random values shaped like ``abstract`` (from ``jax.eval_shape``), scaled like the real initialisers.
-
-    Compiling the real initialisers of a whole synthesizer takes minutes on CPU (one
-    random-bits computation per parameter); the tests that need the real init use small modules.
-    """
-    rng = np.random.default_rng(seed)
-
-    def leaf(path, a):
-        name = path[-1].key
-        if name == "gamma":
-            value = np.ones(a.shape)
-        elif name == "beta":
-            value = np.zeros(a.shape)
-        elif name == "weight_g":
-            value = rng.uniform(0.3, 0.8, a.shape)
-        elif name in ("kernel", "weight_v", "weight_orig"):
-            value = rng.normal(size=a.shape) / np.sqrt(np.prod(a.shape[:-1]))
-        elif name == "embedding":
-            value = rng.normal(size=a.shape)
-        else:
-            value = 0.1 * rng.normal(size=a.shape)
-        return jnp.asarray(value, a.dtype)
-
-    return jax.tree_util.tree_map_with_path(leaf, abstract)
 
 
 def _count(tree):
@@ -217,6 +191,12 @@ def test_flow_reverse_inverts_forward(tiny_config):
     back = jax.jit(lambda z: flow.apply(variables, z, mask, g, reverse=True))(z)
     assert np.abs(np.asarray(z) - x[..., ::-1]).max() > 0.1
     np.testing.assert_allclose(back, x, atol=1e-5)
+    # Scanned WaveNets (inference runs them too) give the same flow both ways.
+    scanned = ResidualCouplingBlock(
+        c.inter_channels, c.hidden_channels, c.flow_kernel, 1, c.flow_layers, c.n_flows, c.gin_channels, scan_layers=True
+    )
+    np.testing.assert_allclose(jax.jit(lambda x: scanned.apply(variables, x, mask, g))(x), z, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jax.jit(lambda z: scanned.apply(variables, z, mask, g, reverse=True))(z), back, rtol=1e-5, atol=1e-6)
 
 
 def test_coupling_post_starts_at_zero():

@@ -3,15 +3,24 @@
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from gptsovits_jax import losses
-from gptsovits_jax.config import GroupConfig
+from gptsovits_jax.config import GroupConfig, load_config
 from gptsovits_jax.optim import param_path
 from gptsovits_jax.train.loop import split_keys
-from gptsovits_jax.train.sovits_step import create_sovits_state, jit_sovits_train_step, sovits_gradients
+from gptsovits_jax.train.sovits_step import (
+    create_sovits_state,
+    init_sovits_variables,
+    jit_sovits_train_step,
+    sovits_gradients,
+    sovits_synthesizer,
+)
 from gptsovits_jax.train.synthetic import synthetic_sovits_batch
+from tests.conftest import SMALL_SOVITS, random_params
 
 FRAMES = 24
 
@@ -183,3 +192,57 @@ def test_tensorboard_sample_is_the_first_utterance_resynthesised_whole(small_sov
     both = np.asarray(jax.jit(lambda p, q, b: resynthesize(setup.synth, p, q, b))(state.params_g, state.quantizer, batch))
     assert both.shape == (2, FRAMES * hop)
     np.testing.assert_allclose(wave, both[0, : len(wave)], rtol=1e-4, atol=1e-5)
+
+
+def test_scanned_and_rematerialised_layer_stacks_match_the_layer_loop(repo_root, batch):
+    """Same parameters (per-layer names), same outputs and gradients whichever way the synthesizer's stacks run.
+
+    Stacks of 2 to 4 layers: the text encoder's three transformers, the posterior and flow WaveNets.
+    The loss sees the prior (``m_p``, ``logs_p``), the posterior's ``logs_q`` and the flowed ``z_p``,
+    which reach every parameter outside the HiFi-GAN decoder (never scanned, so it drops out of the
+    compiled program). Random parameters (no initialiser to compile) give the flow's zero-initialised
+    ``post`` weights, so the flow's WaveNet gets gradients too; at half ``random_params``' scale the
+    activations stay small enough that the loop and the scan differ by rounding only (1e-7 in norm).
+    """
+    # No dropout in the stacks: the scan draws other masks than the loop. The reference encoder keeps its masks (not scanned).
+    stacks = ["sovits.n_layers=4", "sovits.posterior_layers=3", "sovits.flow_layers=3", "sovits.dropout=0.0"]
+    base = load_config(repo_root / "configs/tiny.yaml", [*SMALL_SOVITS, *stacks])
+    abstract_g, abstract_q, _ = jax.eval_shape(lambda k: init_sovits_variables(base, k), jax.random.PRNGKey(0))
+    params = jax.tree.map(lambda x: 0.5 * x, random_params(abstract_g, 0))
+    codebook = random_params(abstract_q, 1)  # an initialised codebook: ``inited`` true, random entries
+    quantizer = jax.tree_util.tree_map_with_path(lambda p, x: jnp.ones_like(x) if p[-1].key == "inited" else x, codebook)
+    device_batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    k_drop, k_sample = jax.random.split(jax.random.PRNGKey(5))
+
+    def loss_and_grads(scan, remat):
+        synth = sovits_synthesizer(
+            dataclasses.replace(base, sovits_train=dataclasses.replace(base.sovits_train, scan_layers=scan, remat=remat))
+        )
+
+        def loss(p):
+            inputs = (device_batch[k] for k in ("ssl", "spec", "spec_lens", "text", "text_lens"))
+            out = synth.apply({"params": p, "quantizer": quantizer}, *inputs, train=True, rngs={"dropout": k_drop, "sample": k_sample})
+            return sum(jnp.sum(jnp.sin(x)) for x in (out.z_p, out.logs_q, out.m_p, out.logs_p))
+
+        return jax.jit(jax.value_and_grad(loss))(params)
+
+    def assert_close(a, b):
+        """Loss to 1e-5; the whole gradient to 1e-5 in norm, every leaf to 1e-4 (the scan sums in another order)."""
+        assert float(a[0]) == pytest.approx(float(b[0]), rel=1e-5)
+        diff = jax.tree.map(lambda x, y: x - y, a[1], b[1])
+        assert float(optax.tree.norm(diff)) <= 1e-5 * float(optax.tree.norm(b[1]))
+        for (path, d), gb in zip(jax.tree_util.tree_leaves_with_path(diff), jax.tree.leaves(b[1])):
+            assert float(jnp.linalg.norm(d)) <= 1e-4 * float(jnp.linalg.norm(gb)) + 1e-6, param_path(path)
+
+    # The other remat policies and dropout under the scan are checked stack by stack in tests/models/test_layers.py.
+    loop = loss_and_grads(False, "none")
+    norms = {param_path(p): float(jnp.linalg.norm(g)) for p, g in jax.tree_util.tree_leaves_with_path(loop[1])}
+    assert {
+        "enc_p/encoder_ssl/attn_layers_1/conv_q/kernel",
+        "enc_p/encoder_text/attn_layers_3/conv_q/kernel",
+        "enc_p/encoder2/ffn_layers_1/conv_2/kernel",
+        "enc_q/enc/in_layers_2/weight_v",
+        "flow/flows_0/enc/res_skip_layers_2/bias",
+    } <= norms.keys()
+    assert not [name for name, norm in norms.items() if norm == 0 and not name.startswith("dec/")]
+    assert_close(loss_and_grads(True, "full"), loop)
