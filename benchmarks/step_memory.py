@@ -66,7 +66,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     if model == "gpt":
         overrides += [f"gpt_train.remat={spec['remat']}", "gpt_train.optim.grad_accum_steps=1"]
     elif spec["remat"] != "none":
-        overrides += [f"sovits_train.remat={spec['remat']}"]
+        overrides += ["sovits_train.scan_layers=true", f"sovits_train.remat={spec['remat']}"]
     config = load_config(spec["config"], overrides)
     shapes = _shapes(model, seconds)
     part = spec.get("part", "step")

@@ -188,5 +188,5 @@ def test_remat_needs_the_scanned_gpt_stack(repo_root):
 def test_remat_needs_the_scanned_sovits_stacks(repo_root):
     with pytest.raises(ConfigError, match=r"sovits_train\.remat: 'full' needs sovits_train\.scan_layers: true"):
         load_config(repo_root / "configs/tiny.yaml", ["sovits_train.scan_layers=false", "sovits_train.remat=full"])
-    c = load_config(repo_root / "configs/tiny.yaml", ["sovits_train.remat=dots"])
+    c = load_config(repo_root / "configs/tiny.yaml", ["sovits_train.scan_layers=true", "sovits_train.remat=dots"])
     assert c.sovits_train.scan_layers and c.sovits_train.remat == "dots"
