@@ -63,6 +63,23 @@ def apply_params(module, params, *inputs):
     return module.apply({"params": params}, *inputs)
 
 
+def assert_loss_and_grads_close(ours, reference, leaf_atol: float) -> None:
+    """``(loss, grads)`` pairs of two ways of running the same model (e.g. scanned against looped layers).
+
+    Loss to 1e-5; the whole gradient to 1e-5 in norm; every leaf to 1e-4 of its norm plus ``leaf_atol``
+    (the two programs sum in another order).
+    """
+    import optax
+
+    from gptsovits_jax.optim import param_path
+
+    assert float(ours[0]) == pytest.approx(float(reference[0]), rel=1e-5)
+    diff = jax.tree.map(lambda x, y: x - y, ours[1], reference[1])
+    assert float(optax.tree.norm(diff)) <= 1e-5 * float(optax.tree.norm(reference[1]))
+    for (path, d), g in zip(jax.tree_util.tree_leaves_with_path(diff), jax.tree.leaves(reference[1])):
+        assert float(jnp.linalg.norm(d)) <= 1e-4 * float(jnp.linalg.norm(g)) + leaf_atol, param_path(path)
+
+
 def copy_of(directory: Path, tmp_path: Path) -> Path:
     """A copy of ``directory`` under ``tmp_path``, for a test to break."""
     target = tmp_path / f"copy-{directory.name}"
