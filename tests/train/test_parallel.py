@@ -42,14 +42,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _compare_losses(
-    losses_a: list[dict[str, float]], losses_b: list[dict[str, float]], stage: str, rtol: float, atol: float = 1e-6
-) -> None:
+def _compare_losses(losses_a: list[dict[str, float]], losses_b: list[dict[str, float]], stage: str, rtol: float) -> None:
     assert len(losses_a) == len(losses_b)
     for step_a, step_b in zip(losses_a, losses_b):
         assert step_a.keys() == step_b.keys()
         for k in step_a:
-            assert step_a[k] == pytest.approx(step_b[k], rel=rtol, abs=atol), f"{stage} {k}"
+            assert step_a[k] == pytest.approx(step_b[k], rel=rtol, abs=1e-6), f"{stage} {k}"
 
 
 def _without_key_biases(name: str, x: np.ndarray) -> np.ndarray:
