@@ -26,6 +26,7 @@ and linear weights and biases ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -81,10 +82,53 @@ def matmul_convolutions() -> bool:
     convolutions run one to two orders of magnitude below its matmul speed (the v2
     discriminator's parameter gradient took 12.3 s instead of 3.9 s). Dense stride-1
     :func:`conv1d` stays native everywhere: on CPU it beats the matmul form forward and
-    backward. Other backends keep every convolution native, which also avoids the
+    backward (in scanned layer stacks its gradients are written in XLA:CPU's fast layout,
+    :func:`_canonical_grad_conv1d`). Other backends keep every convolution native, which also avoids the
     ``kernel_size``-times larger activations the matmul form stores for the backward pass.
     """
     return jax.default_backend() == "cpu"
+
+
+def _dense_conv1d(x: jax.Array, kernel: jax.Array, padding: tuple[int, int], stride: int = 1, dilation: int = 1) -> jax.Array:
+    """XLA's dense 1-D correlation, channels last: ``x [B, T, C_in]``, ``kernel [K, C_in, C_out]``."""
+    return lax.conv_general_dilated(
+        x, kernel, window_strides=(stride,), padding=(padding,), rhs_dilation=(dilation,), dimension_numbers=("NWC", "WIO", "NWC")
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _canonical_grad_conv1d(x: jax.Array, kernel: jax.Array, padding: tuple[int, int]) -> jax.Array:
+    """:func:`_dense_conv1d` (stride 1, dilation 1) whose gradients are convolutions in the same ``NWC``/``WIO`` layout.
+
+    The gradients JAX derives for a convolution swap its dimension labels (``b0f_0oi`` for the
+    input, ``f0b_i0o`` for the kernel). XLA:CPU rewrites such convolutions into its fast
+    (Eigen) form only in the program's top-level computation; inside a ``lax.scan`` body (the
+    scanned SoVITS stacks) it runs them through a generic loop nest, more than an order of
+    magnitude slower. Here both gradients are written in the fast form, transposes explicit:
+
+    - ``dx = conv(g, flip(kernel)^T)`` with padding ``(K - 1 - pl, K - 1 - pr)``;
+    - ``dkernel[k, i, o] = sum_{b, t} x_pad[b, t + k, i] g[b, t, o]``: a convolution of
+      ``x`` transposed to ``[C_in, T, B]`` (``C_in`` as the batch) with ``g`` as the window
+      ``[T', B, C_out]``, giving ``[C_in, K, C_out]``.
+
+    Needs ``0 <= pl, pr <= K - 1`` (the 'same' and 'valid' paddings of the models).
+    """
+    return _dense_conv1d(x, kernel, padding)
+
+
+def _canonical_grad_conv1d_fwd(x, kernel, padding):
+    return _dense_conv1d(x, kernel, padding), (x, kernel)
+
+
+def _canonical_grad_conv1d_bwd(padding, residuals, g):
+    x, kernel = residuals
+    span = kernel.shape[0] - 1
+    dx = _dense_conv1d(g, jnp.flip(kernel, 0).transpose(0, 2, 1), (span - padding[0], span - padding[1]))
+    dkernel = _dense_conv1d(x.transpose(2, 1, 0), g.transpose(1, 0, 2), padding)
+    return dx, dkernel.transpose(1, 0, 2)
+
+
+_canonical_grad_conv1d.defvjp(_canonical_grad_conv1d_fwd, _canonical_grad_conv1d_bwd)
 
 
 def _taps(x: jax.Array, kernel_size: int, stride: int, dilation: int, padding: tuple[int, int]) -> list[jax.Array]:
@@ -117,6 +161,7 @@ def conv1d(
     padding: tuple[int, int] = (0, 0),
     dilation: int = 1,
     groups: int = 1,
+    canonical_grads: bool = False,
 ) -> jax.Array:
     """PyTorch ``Conv1d`` semantics in channels-last layout.
 
@@ -124,6 +169,9 @@ def conv1d(
       x: ``[B, T, C_in]``.
       kernel: ``[K, C_in / groups, C_out]``.
       padding: zeros added (left, right) along time.
+      canonical_grads: on CPU, a dense stride-1 convolution writes its gradients in XLA:CPU's
+        fast layout (:func:`_canonical_grad_conv1d`; for ``lax.scan`` bodies). Reverse mode
+        only: ``jax.jvp`` through it raises.
 
     Returns:
       ``[B, (T + pl + pr - dilation * (K - 1) - 1) // stride + 1, C_out]``.
@@ -131,6 +179,15 @@ def conv1d(
     k, in_per_group, out_ch = kernel.shape
     if k == 1 and stride == 1 and groups == 1 and padding == (0, 0):
         return jnp.einsum("btc,co->bto", x, kernel[0])
+    if (
+        canonical_grads
+        and stride == 1
+        and groups == 1
+        and dilation == 1
+        and 0 <= min(padding) <= max(padding) < k
+        and jax.default_backend() == "cpu"
+    ):
+        return _canonical_grad_conv1d(x, kernel, tuple(padding))
     if (stride == 1 and groups == 1) or not matmul_convolutions():
         return lax.conv_general_dilated(
             x,
@@ -365,6 +422,7 @@ class Conv1d(nn.Module):
       padding: zeros added at both ends (int) or (left, right).
       norm: ``None``, ``"weight"`` (``weight_v``/``weight_g``) or ``"spectral"``.
       kernel_init, bias_init: initialisers of the (unnormalised) kernel and the bias; ``None`` = PyTorch default.
+      canonical_grads: see :func:`conv1d` (set by the bodies of scanned layer stacks).
     """
 
     features: int
@@ -378,6 +436,7 @@ class Conv1d(nn.Module):
     kernel_init: Initializer | None = None
     bias_init: Initializer | None = None
     dtype: Dtype = jnp.float32
+    canonical_grads: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -394,6 +453,7 @@ class Conv1d(nn.Module):
             padding=_pair(self.padding),
             dilation=self.dilation,
             groups=self.groups,
+            canonical_grads=self.canonical_grads,
         )
         if self.use_bias:
             y = y + self.param("bias", self.bias_init or torch_uniform(fan_in), (self.features,)).astype(self.dtype)
@@ -510,7 +570,7 @@ class WNLayer(nn.Module):
     @nn.compact
     def __call__(self, carry: tuple[jax.Array, jax.Array], cond: jax.Array | None = None, *, m: jax.Array) -> tuple[jax.Array, jax.Array]:
         h_ch, pad = self.hidden_channels, (self.kernel_size - 1) // 2
-        in_layer = Conv1d(2 * h_ch, self.kernel_size, padding=pad, norm="weight", dtype=self.dtype, name="in_layer")
+        in_layer = Conv1d(2 * h_ch, self.kernel_size, padding=pad, norm="weight", dtype=self.dtype, canonical_grads=True, name="in_layer")
         res_skip = Conv1d(2 * h_ch, 1, norm="weight", dtype=self.dtype, name="res_skip")
         return _wn_layer(*carry, cond, m, in_layer, res_skip, last=False)
 
@@ -674,6 +734,7 @@ class FFN(nn.Module):
     """Convolutional feed-forward block: ``conv_1`` (k, 'same') -> ReLU -> dropout -> ``conv_2`` (k, 'same'), masked.
 
     'Same' padding is ``((k - 1) // 2, k // 2)``; inputs are masked before each convolution.
+    ``canonical_grads``: see :func:`conv1d` (set in the scanned :class:`EncoderLayer`).
     """
 
     out_channels: int
@@ -681,15 +742,17 @@ class FFN(nn.Module):
     kernel_size: int
     dropout: float = 0.0
     dtype: Dtype = jnp.float32
+    canonical_grads: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array, *, deterministic: bool = True) -> jax.Array:
         """``x [B, T, C]``, ``mask [B, T]`` -> ``[B, T, out_channels]`` (zero at padding)."""
         m = mask[..., None].astype(self.dtype)
         pad = ((self.kernel_size - 1) // 2, self.kernel_size // 2)
-        y = Conv1d(self.filter_channels, self.kernel_size, padding=pad, dtype=self.dtype, name="conv_1")(x * m)
+        conv = functools.partial(Conv1d, kernel_size=self.kernel_size, padding=pad, dtype=self.dtype, canonical_grads=self.canonical_grads)
+        y = conv(self.filter_channels, name="conv_1")(x * m)
         y = Dropout(self.dropout)(jax.nn.relu(y), deterministic=deterministic)
-        y = Conv1d(self.out_channels, self.kernel_size, padding=pad, dtype=self.dtype, name="conv_2")(y * m)
+        y = conv(self.out_channels, name="conv_2")(y * m)
         return y * m
 
 
@@ -728,7 +791,7 @@ class EncoderLayer(nn.Module):
     def __call__(self, x: jax.Array, *, mask: jax.Array, deterministic: bool) -> jax.Array:
         c, dtype = self.hidden_channels, self.dtype
         attn = MultiHeadAttention(c, c, self.n_heads, self.dropout, self.window_size, dtype, name="attn")
-        ffn = FFN(c, self.filter_channels, self.kernel_size, self.dropout, dtype, name="ffn")
+        ffn = FFN(c, self.filter_channels, self.kernel_size, self.dropout, dtype, canonical_grads=True, name="ffn")
         norm1, norm2 = LayerNorm(dtype=dtype, name="norm1"), LayerNorm(dtype=dtype, name="norm2")
         return _encoder_layer(x, mask, attn, norm1, ffn, norm2, Dropout(self.dropout), deterministic)
 

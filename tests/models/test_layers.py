@@ -289,6 +289,44 @@ def test_matmul_and_native_conv1d_agree(monkeypatch, kernel, stride, dilation, g
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=5e-4)  # float32 sums of ~500 products in different orders
 
 
+@pytest.mark.parametrize(("kernel", "padding"), [(5, (2, 2)), (3, (1, 1)), (4, (1, 2)), (5, (0, 0)), (5, (4, 0)), (3, (0, 2))])
+def test_conv1d_gradients_match_xla_autodiff(kernel, padding):
+    """With ``canonical_grads`` the dense stride-1 conv1d writes its own gradients (the fast layout on CPU): JAX's gradients of XLA's convolution."""
+    from gptsovits_jax.models import layers
+
+    rng = np.random.default_rng(kernel * 10 + sum(padding))
+    x = jnp.asarray(rng.standard_normal((3, 37, 8)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((kernel, 8, 12)), jnp.float32)
+    xla = lambda x, w: jax.lax.conv_general_dilated(x, w, (1,), (padding,), dimension_numbers=("NWC", "WIO", "NWC"))  # noqa: E731
+    ours = lambda x, w: layers.conv1d(x, w, padding=padding, canonical_grads=True)  # noqa: E731
+    np.testing.assert_allclose(ours(x, w), _np_conv1d(np.asarray(x), np.asarray(w), padding=padding), rtol=1e-5, atol=1e-4)
+    loss = lambda conv: lambda x, w: jnp.sum(jnp.sin(conv(x, w)))  # noqa: E731
+    for a, b in zip(jax.grad(loss(ours), argnums=(0, 1))(x, w), jax.grad(loss(xla), argnums=(0, 1))(x, w)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)  # float32 sums of up to ~300 products in different orders
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's convolution layouts")
+def test_conv1d_gradients_inside_a_scan_keep_the_fast_layout():
+    """Inside a scan body XLA:CPU leaves a gradient convolution in the layout JAX emits, which runs through a slow loop nest.
+
+    The compiled gradient of a scanned conv1d stack must hold only convolutions in the
+    ``NWC``/``WIO`` layout (``dim_labels=b0f_0io->b0f``) that XLA:CPU runs fast.
+    """
+    import re
+
+    from gptsovits_jax.models import layers
+
+    def stack(ws, x):
+        body = lambda h, w: (jnp.tanh(layers.conv1d(h, w, padding=(2, 2), canonical_grads=True)), None)  # noqa: E731
+        return jnp.sum(jax.lax.scan(body, x, ws)[0] ** 2)
+
+    ws, x = jnp.zeros((3, 5, 8, 8)), jnp.zeros((2, 20, 8))
+    hlo = jax.jit(jax.grad(stack, argnums=(0, 1))).lower(ws, x).compile().as_text()
+    labels = re.findall(r"convolution\(.*?dim_labels=([^,\s]+)", hlo)
+    assert len(labels) >= 3  # forward, input gradient, kernel gradient
+    assert set(labels) == {"b0f_0io->b0f"}, labels
+
+
 @pytest.mark.parametrize(("kernel", "stride"), [(16, 10), (16, 8), (8, 2), (2, 2), (20, 16)])
 def test_matmul_and_native_conv_transpose1d_agree(monkeypatch, kernel, stride):
     from gptsovits_jax.models import layers
