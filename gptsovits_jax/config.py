@@ -259,9 +259,7 @@ class SoVITSTrainConfig:
     (posterior encoder, flow couplings) under ``lax.scan`` (one compiled layer body per stack instead of
     one per layer; same parameters, same results); ``remat`` (``none``, ``dots``: keep the matmul outputs
     and recompute the rest per layer, ``full``: keep only each layer's input) trades recomputation for
-    activation memory in those stacks and needs ``scan_layers``. Off by default: on XLA:CPU the scanned
-    v2 SoVITS step compiles in 53-55 s instead of about 60 s but runs 2.6x slower (14.2 s against
-    5.4 s per G+D step, batch 2, 4 s clips); not yet measured on an accelerator.
+    activation memory in those stacks and needs ``scan_layers``.
     """
 
     steps: int = 1000
@@ -277,7 +275,7 @@ class SoVITSTrainConfig:
     c_kl: float = 1.0
     c_fm: float = 2.0
     c_commit: float = 1.0
-    scan_layers: bool = False
+    scan_layers: bool = True
     remat: str = "none"
     optim_g: OptimConfig = field(default_factory=OptimConfig)
     optim_d: OptimConfig = field(default_factory=OptimConfig)
