@@ -59,8 +59,11 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     import jax
 
     from gptsovits_jax.config import load_config
+    from gptsovits_jax.models import layers
     from gptsovits_jax.train import synthetic
 
+    if spec.get("native_convolutions"):  # this process only: convolutions as GPUs and TPUs lower them
+        layers.matmul_convolutions = lambda: False
     model, batch, seconds = spec["model"], spec["batch"], spec["seconds"]
     overrides = list(spec["overrides"])
     if model == "gpt":
@@ -119,6 +122,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         **shapes,
         "remat": spec["remat"],
         "part": part,
+        "native_convolutions": bool(spec.get("native_convolutions")),
         "lower_s": round(lowered_at - started, 2),
         "compile_s": round(done - lowered_at, 2),
         "compile_cpu_s": round(compile_cpu, 2),
@@ -239,8 +243,8 @@ def largest_batches(records: list[dict[str, Any]], seconds: float = 10.0) -> lis
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
         if r["seconds"] == seconds and r.get("part", "step") == "step":
-            groups.setdefault((r["model"], r["remat"]), []).append(r)
-    for (model, remat), rows in sorted(groups.items()):
+            groups.setdefault((r["model"], r["remat"], r.get("native_convolutions", False)), []).append(r)
+    for (model, remat, native), rows in sorted(groups.items()):
         rows = sorted(rows, key=lambda r: r["batch"])
         if len(rows) < 2:
             continue
@@ -248,7 +252,17 @@ def largest_batches(records: list[dict[str, Any]], seconds: float = 10.0) -> lis
         per_row = (last["total_bytes"] - first["total_bytes"]) / (last["batch"] - first["batch"])
         fixed = first["total_bytes"] - per_row * first["batch"]
         fits = {f"max_batch_{gb}gb": max(0, int((gb * 1e9 - fixed) // per_row)) for gb in DEVICE_GB}
-        out.append({"model": model, "remat": remat, "seconds": seconds, "fixed_gb": fixed / 1e9, "per_row_gb": per_row / 1e9, **fits})
+        out.append(
+            {
+                "model": model,
+                "remat": remat,
+                "native_convolutions": native,
+                "seconds": seconds,
+                "fixed_gb": fixed / 1e9,
+                "per_row_gb": per_row / 1e9,
+                **fits,
+            }
+        )
     return out
 
 
@@ -263,18 +277,18 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     for ax, model in zip(axes[0], models):
         rows = [r for r in records if r["model"] == model and r.get("part", "step") == "step"]
         lengths = sorted({r["seconds"] for r in rows})
-        for remat in sorted({r["remat"] for r in rows}):
-            for seconds in lengths:
-                line = sorted((r for r in rows if r["remat"] == remat and r["seconds"] == seconds), key=lambda r: r["batch"])
-                if line:
-                    style = {"none": "-", "dots": "--", "full": ":"}[remat]
-                    ax.plot(
-                        [r["batch"] for r in line],
-                        [r["total_bytes"] / 1e9 for r in line],
-                        style,
-                        marker="o",
-                        label=f"{seconds:g} s, remat {remat}",
-                    )
+        for remat, native, seconds in itertools.product(sorted({r["remat"] for r in rows}), (False, True), lengths):
+            line = [r for r in rows if r["remat"] == remat and r.get("native_convolutions", False) == native and r["seconds"] == seconds]
+            if line:
+                line.sort(key=lambda r: r["batch"])
+                style = {"none": "-", "dots": "--", "full": ":"}[remat]
+                ax.plot(
+                    [r["batch"] for r in line],
+                    [r["total_bytes"] / 1e9 for r in line],
+                    style,
+                    marker="s" if native else "o",
+                    label=f"{seconds:g} s, remat {remat}" + (", native convolutions" if native else ""),
+                )
         ax.set_title(f"v2 {model.upper()} train step: XLA memory")
         ax.set_xlabel("batch (clips)")
         ax.set_ylabel("GB (arguments + outputs - donated + temporaries)")
@@ -301,6 +315,12 @@ def main(argv: list[str] | None = None) -> None:
         "SoVITS also: disc (the discriminator's part of the step), grad_enc_p / grad_enc_q / grad_flow / grad_dec "
         "(forward + backward of one generator submodule)",
     )
+    parser.add_argument(
+        "--native-convolutions",
+        action="store_true",
+        help="keep every convolution in XLA's native form, as on GPU and TPU (on CPU, strided and grouped ones "
+        "otherwise become slices and matmuls, whose saved activations are kernel-size times larger)",
+    )
     parser.add_argument("--out", type=Path, help="append the JSON records to this file")
     parser.add_argument("--plot", type=Path, help="write the memory curves to this PNG")
     parser.add_argument("--from", dest="source", type=Path, help="measure nothing: fit and plot the records of this JSON-lines file")
@@ -323,6 +343,7 @@ def main(argv: list[str] | None = None) -> None:
                         "remat": remat,
                         "part": part,
                         "overrides": args.override,
+                        "native_convolutions": args.native_convolutions,
                     }
                     record = _run_isolated(spec)
                     records.append(record)

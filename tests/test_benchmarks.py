@@ -428,6 +428,10 @@ def test_step_memory_fits_memory_against_batch_and_finds_the_largest_batch():
     assert fit["fixed_gb"] == pytest.approx(1.5) and fit["per_row_gb"] == pytest.approx(0.5)
     # (16 - 1.5) / 0.5 = 29, (40 - 1.5) / 0.5 = 77, (80 - 1.5) / 0.5 = 157
     assert (fit["max_batch_16gb"], fit["max_batch_40gb"], fit["max_batch_80gb"]) == (29, 77, 157)
+    # records with native convolutions get their own line: (16 - 1) / 0.25 = 60
+    rows += [{**r, "native_convolutions": True, "total_bytes": int(1.0 * gb + 0.25 * gb * r["batch"])} for r in rows[:2]]
+    fits = {f["native_convolutions"]: f for f in step_memory.largest_batches(rows)}
+    assert fits[False]["max_batch_16gb"] == 29 and fits[True]["max_batch_16gb"] == 60
 
 
 def test_step_memory_measures_every_requested_part(monkeypatch, capsys):
@@ -453,7 +457,10 @@ def test_step_memory_measures_every_requested_part(monkeypatch, capsys):
     step_memory.main(["--models", "sovits", "--batches", "1", "2", "--seconds", "4", "--part", "step", "disc", "grad_dec"])
     assert [(s["part"], s["batch"]) for s in specs] == [(p, b) for b in (1, 2) for p in ("step", "disc", "grad_dec")]
     assert all(s["model"] == "sovits" and s["remat"] == "none" and s["seconds"] == 4.0 for s in specs)
+    assert not any(s["native_convolutions"] for s in specs)
     assert capsys.readouterr().out.count('"benchmark": "step_memory"') == 6
+    step_memory.main(["--models", "sovits", "--batches", "1", "--seconds", "4", "--native-convolutions"])
+    assert specs[-1]["native_convolutions"] and specs[-1]["part"] == "step"
 
 
 def test_import_upstream_stand_ins_hold_the_manifests_keys_and_shapes_as_float16(repo_root):
