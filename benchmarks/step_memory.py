@@ -240,7 +240,7 @@ def _run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
 def largest_batches(records: list[dict[str, Any]], seconds: float = 10.0) -> list[dict[str, Any]]:
     """Per (model, remat): the linear fit ``total = fixed + per_row * batch`` at ``seconds`` and the largest batch per device size."""
     out = []
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, bool], list[dict[str, Any]]] = {}
     for r in records:
         if r["seconds"] == seconds and r.get("part", "step") == "step":
             groups.setdefault((r["model"], r["remat"], r.get("native_convolutions", False)), []).append(r)

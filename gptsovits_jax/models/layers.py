@@ -89,16 +89,24 @@ def matmul_convolutions() -> bool:
     return jax.default_backend() == "cpu"
 
 
-def _dense_conv1d(x: jax.Array, kernel: jax.Array, padding: tuple[int, int], stride: int = 1, dilation: int = 1) -> jax.Array:
-    """XLA's dense 1-D correlation, channels last: ``x [B, T, C_in]``, ``kernel [K, C_in, C_out]``."""
+def _xla_conv1d(
+    x: jax.Array, kernel: jax.Array, padding: tuple[int, int], stride: int = 1, dilation: int = 1, groups: int = 1
+) -> jax.Array:
+    """XLA's 1-D correlation, channels last: ``x [B, T, C_in]``, ``kernel [K, C_in / groups, C_out]``."""
     return lax.conv_general_dilated(
-        x, kernel, window_strides=(stride,), padding=(padding,), rhs_dilation=(dilation,), dimension_numbers=("NWC", "WIO", "NWC")
+        x,
+        kernel,
+        window_strides=(stride,),
+        padding=(padding,),
+        rhs_dilation=(dilation,),
+        dimension_numbers=("NWC", "WIO", "NWC"),
+        feature_group_count=groups,
     )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _canonical_grad_conv1d(x: jax.Array, kernel: jax.Array, padding: tuple[int, int]) -> jax.Array:
-    """:func:`_dense_conv1d` (stride 1, dilation 1) whose gradients are convolutions in the same ``NWC``/``WIO`` layout.
+    """:func:`_xla_conv1d` (stride 1, dilation 1) whose gradients are convolutions in the same ``NWC``/``WIO`` layout.
 
     The gradients JAX derives for a convolution swap its dimension labels (``b0f_0oi`` for the
     input, ``f0b_i0o`` for the kernel). XLA:CPU rewrites such convolutions into its fast
@@ -113,18 +121,18 @@ def _canonical_grad_conv1d(x: jax.Array, kernel: jax.Array, padding: tuple[int, 
 
     Needs ``0 <= pl, pr <= K - 1`` (the 'same' and 'valid' paddings of the models).
     """
-    return _dense_conv1d(x, kernel, padding)
+    return _xla_conv1d(x, kernel, padding)
 
 
 def _canonical_grad_conv1d_fwd(x, kernel, padding):
-    return _dense_conv1d(x, kernel, padding), (x, kernel)
+    return _xla_conv1d(x, kernel, padding), (x, kernel)
 
 
 def _canonical_grad_conv1d_bwd(padding, residuals, g):
     x, kernel = residuals
     span = kernel.shape[0] - 1
-    dx = _dense_conv1d(g, jnp.flip(kernel, 0).transpose(0, 2, 1), (span - padding[0], span - padding[1]))
-    dkernel = _dense_conv1d(x.transpose(2, 1, 0), g.transpose(1, 0, 2), padding)
+    dx = _xla_conv1d(g, jnp.flip(kernel, 0).transpose(0, 2, 1), (span - padding[0], span - padding[1]))
+    dkernel = _xla_conv1d(x.transpose(2, 1, 0), g.transpose(1, 0, 2), padding)
     return dx, dkernel.transpose(1, 0, 2)
 
 
@@ -189,15 +197,7 @@ def conv1d(
     ):
         return _canonical_grad_conv1d(x, kernel, tuple(padding))
     if (stride == 1 and groups == 1) or not matmul_convolutions():
-        return lax.conv_general_dilated(
-            x,
-            kernel,
-            window_strides=(stride,),
-            padding=(padding,),
-            rhs_dilation=(dilation,),
-            dimension_numbers=("NWC", "WIO", "NWC"),
-            feature_group_count=groups,
-        )
+        return _xla_conv1d(x, kernel, padding, stride, dilation, groups)
     # im2col: the K taps side by side in channels, then one matmul (per group) over K * C_in / groups.
     if groups == 1:
         return _im2col_matmul(x, kernel, stride, dilation, padding)
